@@ -1,0 +1,12 @@
+//! Tollgate: change governance for MDM baselines kept in git.
+//!
+//! The domain modules (`tree`, `catalog`, `format`, `diff`, `risk` input/output,
+//! `plan`, `explain`) are plain Rust over plain data. Adapters (`source` for git
+//! and the working tree, the regorus policy engine) sit around them, and `cli`
+//! glues them to the terminal.
+
+pub mod tree;
+pub mod catalog;
+pub mod ids;
+pub mod risk;
+pub mod source;

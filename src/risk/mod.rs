@@ -1,0 +1,1 @@
+//! Risk (placeholder until written).
