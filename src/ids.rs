@@ -62,7 +62,13 @@ pub enum Platform {
 }
 
 impl Platform {
-    pub const ALL: [Platform; 5] = [Platform::Ios, Platform::Ipados, Platform::Macos, Platform::Android, Platform::Windows];
+    pub const ALL: [Platform; 5] = [
+        Platform::Ios,
+        Platform::Ipados,
+        Platform::Macos,
+        Platform::Android,
+        Platform::Windows,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -5,8 +5,8 @@
 //! and the working tree, the regorus policy engine) sit around them, and `cli`
 //! glues them to the terminal.
 
-pub mod tree;
 pub mod catalog;
 pub mod ids;
 pub mod risk;
 pub mod source;
+pub mod tree;

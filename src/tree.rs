@@ -24,7 +24,10 @@ impl RepoPath {
     /// Accepts only relative, normalised paths: no empty, `.` or `..`
     /// components, no leading slash, no backslashes, no NUL, nothing under `.git`.
     pub fn new(path: &str) -> Result<Self, PathError> {
-        let bad = |reason| PathError { path: path.to_string(), reason };
+        let bad = |reason| PathError {
+            path: path.to_string(),
+            reason,
+        };
         if path.is_empty() {
             return Err(bad("is empty"));
         }
@@ -62,11 +65,15 @@ impl fmt::Display for RepoPath {
 pub enum FileContent {
     Blob(Vec<u8>),
     /// A symbolic link; its target is recorded for the message, never followed.
-    Symlink { target: String },
+    Symlink {
+        target: String,
+    },
     /// A git submodule (gitlink) entry.
     Submodule,
     /// A blob over [`MAX_FILE_BYTES`]; its content was not read.
-    TooLarge { size: u64 },
+    TooLarge {
+        size: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,10 +129,22 @@ mod tests {
 
     #[test]
     fn repo_path_rejects_escapes() {
-        for p in ["", "/etc/passwd", "../x.yaml", "baselines/../../x", "a//b", "./a", ".git/config", "a\\b"] {
+        for p in [
+            "",
+            "/etc/passwd",
+            "../x.yaml",
+            "baselines/../../x",
+            "a//b",
+            "./a",
+            ".git/config",
+            "a\\b",
+        ] {
             assert!(RepoPath::new(p).is_err(), "{p:?} should be rejected");
         }
-        assert_eq!(RepoPath::new("baselines/ios/a.yaml").unwrap().as_str(), "baselines/ios/a.yaml");
+        assert_eq!(
+            RepoPath::new("baselines/ios/a.yaml").unwrap().as_str(),
+            "baselines/ios/a.yaml"
+        );
     }
 
     #[test]
