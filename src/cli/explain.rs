@@ -1,0 +1,63 @@
+//! `tollgate explain`
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::Path;
+
+use super::{write_json, Exit, Format};
+use crate::catalog::Catalog;
+use crate::ids::Platform;
+use crate::snapshot::Snapshot;
+use crate::source::{git::GitRepo, worktree::read_worktree};
+
+pub fn explain_cmd(
+    repo: &Path,
+    rev: Option<&str>,
+    platform: &str,
+    group: &str,
+    out: &mut dyn Write,
+    format: Format,
+) -> anyhow::Result<Exit> {
+    let Some(platform) = Platform::parse(platform) else {
+        anyhow::bail!("unknown platform {platform:?}; expected one of ios, ipados, macos, android, windows");
+    };
+    let files = match rev {
+        Some(rev) => {
+            let git = GitRepo::open(repo)?;
+            let sha = git.resolve(rev)?;
+            git.read_governed(&sha)?
+        }
+        None => read_worktree(repo)?,
+    };
+    let (snap, errors) = Snapshot::build(&files, Catalog::builtin());
+    let ex = crate::explain::explain(&snap, platform, group, chrono::Utc::now());
+    let conflicted = ex.settings.iter().any(|s| s.baseline.is_none());
+    match format {
+        Format::Json => write_json(out, &serde_json::json!({"explanation": ex, "errors": errors}))?,
+        Format::Text | Format::Markdown => {
+            let mut s = String::new();
+            for e in &errors {
+                let _ = writeln!(s, "{e}: error (document ignored)");
+            }
+            if ex.baselines.is_empty() {
+                let _ = writeln!(s, "No {platform} baseline targets group {group}.");
+            } else {
+                let _ = writeln!(s, "{platform} devices in {group} get: {}", ex.baselines.join(", "));
+                let kw = ex.settings.iter().map(|x| x.key.len()).max().unwrap_or(0);
+                let vals: Vec<String> = ex.settings.iter().map(|x| crate::render::show_public(&x.value)).collect();
+                let vw = vals.iter().map(|v| v.chars().count()).max().unwrap_or(0);
+                for (x, v) in ex.settings.iter().zip(&vals) {
+                    let from = x.baseline.as_deref().unwrap_or("-");
+                    let exempt = if x.exempted_by.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  [exempted by {}]", x.exempted_by.join(", "))
+                    };
+                    let _ = writeln!(s, "  {:kw$}  {:vw$}  from {from}: {}{exempt}", x.key, v, x.why);
+                }
+            }
+            out.write_all(s.as_bytes())?;
+        }
+    }
+    Ok(if errors.is_empty() && !conflicted { Exit::Ok } else { Exit::Failed })
+}

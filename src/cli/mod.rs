@@ -1,0 +1,125 @@
+//! The `tollgate` command line. Each command is a library function
+//! `fn(args, out, format) -> Result<Exit>` so tests can drive it directly;
+//! `main` only parses flags and maps the result to an exit code.
+
+mod explain;
+mod plan;
+mod quickstart;
+mod validate;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub use explain::explain_cmd;
+pub use plan::{plan_cmd, PlanArgs};
+pub use quickstart::quickstart_cmd;
+pub use validate::validate_cmd;
+
+/// Exit codes of DESIGN 5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: success.
+    Ok,
+    /// 1: the input is invalid or a check failed.
+    Failed,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Failed => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, about = "Change governance for MDM baselines kept in git")]
+pub struct Cli {
+    /// Output format: text for people, json for programs (a stable contract), markdown for PR comments.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value = "text")]
+    pub output: Format,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate every governed document and report conflicting baselines.
+    Validate {
+        /// The governed repo (a working tree, or any git repo with --rev).
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// Validate this git revision instead of the working tree.
+        #[arg(long)]
+        rev: Option<String>,
+    },
+    /// Show what a change would need: semantic diff, risk tier, approvals.
+    Plan {
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// The revision in force (its config and policy judge the change).
+        #[arg(long)]
+        base: String,
+        #[arg(long, default_value = "HEAD")]
+        head: String,
+        /// JSON or YAML with device counts: {devices: N, groups: {group: N}}.
+        #[arg(long)]
+        fleet: Option<PathBuf>,
+    },
+    /// Effective settings for a device group, and which baseline wins each key.
+    Explain {
+        #[arg(long)]
+        repo: PathBuf,
+        #[arg(long)]
+        rev: Option<String>,
+        #[arg(long)]
+        platform: String,
+        #[arg(long)]
+        group: String,
+    },
+    /// Write a sample governed repo with a realistic history and plan every commit.
+    Quickstart {
+        /// Where to create the sample repo (must not exist or be empty).
+        #[arg(long, default_value = "tollgate-quickstart")]
+        dir: PathBuf,
+    },
+}
+
+/// Terminal colour: only for a TTY, and never when NO_COLOR is set.
+pub fn stdout_style() -> crate::render::Style {
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    crate::render::Style { color }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Exit> {
+    let style = stdout_style();
+    match cli.command {
+        Command::Validate { repo, rev } => validate_cmd(&repo, rev.as_deref(), out, cli.output, style),
+        Command::Plan { repo, base, head, fleet } => {
+            let args = PlanArgs { repo, base: Some(base), head, fleet, now: chrono::Utc::now() };
+            plan_cmd(&args, out, cli.output, style)
+        }
+        Command::Explain { repo, rev, platform, group } => {
+            explain_cmd(&repo, rev.as_deref(), &platform, &group, out, cli.output)
+        }
+        Command::Quickstart { dir } => quickstart_cmd(&dir, out, style),
+    }
+}
+
+/// Writes `value` as pretty JSON followed by a newline.
+pub(crate) fn write_json(out: &mut dyn Write, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)?;
+    Ok(())
+}

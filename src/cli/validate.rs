@@ -1,0 +1,108 @@
+//! `tollgate validate`
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::{write_json, Exit, Format};
+use crate::catalog::Catalog;
+use crate::explain::{conflicts, Conflict};
+use crate::format::FormatError;
+use crate::render::Style;
+use crate::snapshot::Snapshot;
+use crate::source::{git::GitRepo, worktree::read_worktree};
+
+#[derive(Debug, Serialize)]
+pub struct ValidateReport {
+    pub valid: bool,
+    pub errors: Vec<FormatError>,
+    pub conflicts: Vec<Conflict>,
+    /// Documents read, by kind.
+    pub documents: Counts,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Counts {
+    pub baselines: usize,
+    pub exceptions: usize,
+    pub config: usize,
+    pub policies: usize,
+}
+
+/// Validates a working tree (`rev` None) or a git revision.
+pub fn validate_repo(repo: &Path, rev: Option<&str>) -> anyhow::Result<ValidateReport> {
+    let files = match rev {
+        Some(rev) => {
+            let git = GitRepo::open(repo)?;
+            let sha = git.resolve(rev)?;
+            git.read_governed(&sha)?
+        }
+        None => read_worktree(repo).with_context(|| format!("reading {}", repo.display()))?,
+    };
+    let (snap, mut errors) = Snapshot::build(&files, Catalog::builtin());
+    errors.extend(snap.cross_check());
+    errors.sort();
+    let conflicts = conflicts(&snap);
+    Ok(ValidateReport {
+        valid: errors.is_empty() && conflicts.is_empty(),
+        documents: Counts {
+            baselines: snap.baselines.len(),
+            exceptions: snap.exceptions.len(),
+            config: usize::from(snap.config.is_some()),
+            policies: snap.policies.len(),
+        },
+        errors,
+        conflicts,
+    })
+}
+
+pub fn validate_cmd(
+    repo: &Path,
+    rev: Option<&str>,
+    out: &mut dyn Write,
+    format: Format,
+    style: Style,
+) -> anyhow::Result<Exit> {
+    let report = validate_repo(repo, rev)?;
+    match format {
+        Format::Json => write_json(out, &report)?,
+        Format::Text | Format::Markdown => out.write_all(render(&report, style).as_bytes())?,
+    }
+    Ok(if report.valid { Exit::Ok } else { Exit::Failed })
+}
+
+fn render(r: &ValidateReport, style: Style) -> String {
+    let mut s = String::new();
+    for e in &r.errors {
+        let _ = writeln!(s, "{}: {}", e, if style.color { "\x1b[31merror\x1b[0m" } else { "error" });
+    }
+    for c in &r.conflicts {
+        let who: Vec<String> =
+            c.baselines.iter().map(|b| format!("{} ({}) = {}", b.baseline, b.path, b.value)).collect();
+        let _ = writeln!(
+            s,
+            "conflict: {} on {} for groups {} at priority {}: {}",
+            c.key,
+            c.platform,
+            c.groups.join(", "),
+            c.priority,
+            who.join(" vs ")
+        );
+    }
+    let d = &r.documents;
+    let _ = writeln!(
+        s,
+        "{}: {} baselines, {} exceptions, {} config, {} policy files; {} errors, {} conflicts",
+        if r.valid { "valid" } else { "INVALID" },
+        d.baselines,
+        d.exceptions,
+        d.config,
+        d.policies,
+        r.errors.len(),
+        r.conflicts.len()
+    );
+    s
+}
