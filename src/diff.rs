@@ -54,6 +54,27 @@ pub struct SettingChange {
     pub members_removed: Vec<String>,
 }
 
+impl DocKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocKind::Baseline => "baseline",
+            DocKind::Exception => "exception",
+            DocKind::Governance => "governance",
+        }
+    }
+}
+
+impl ChangeOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeOp::Added => "added",
+            ChangeOp::Modified => "modified",
+            ChangeOp::Removed => "removed",
+            ChangeOp::Renamed => "renamed",
+        }
+    }
+}
+
 /// A change to a document field outside `spec.settings` (owners, priority,
 /// platform, exception scope, expiry...).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -110,7 +131,11 @@ pub fn diff_snapshots(base: &Snapshot, head: &Snapshot, catalog: &Catalog) -> Ve
     out.extend(gov.filter(|c| !c.is_noop()));
     let paths: BTreeSet<_> = base.policies.keys().chain(head.policies.keys()).collect();
     for path in paths {
-        let c = governance_change(path.as_str(), gov_side(base.policies.get(path)), gov_side(head.policies.get(path)));
+        let c = governance_change(
+            path.as_str(),
+            gov_side(base.policies.get(path)),
+            gov_side(head.policies.get(path)),
+        );
         out.extend(c.filter(|c| !c.is_noop()));
     }
     out
@@ -150,11 +175,19 @@ fn diff_baseline(
     let (path, old_path) = paths(base, head);
     let (b, h) = (base.map(|l| &l.doc), head.map(|l| &l.doc));
     let settings = diff_settings(b, h, catalog);
-    let groups = |x: Option<&Baseline>| x.map(|x| x.target_groups.iter().cloned().collect::<BTreeSet<_>>()).unwrap_or_default();
+    let groups = |x: Option<&Baseline>| {
+        x.map(|x| x.target_groups.iter().cloned().collect::<BTreeSet<_>>())
+            .unwrap_or_default()
+    };
     let (gb, gh) = (groups(b), groups(h));
     let mut fields = Vec::new();
     if let (Some(b), Some(h)) = (b, h) {
-        field(&mut fields, "metadata.owners", sorted_json(&b.owners), sorted_json(&h.owners));
+        field(
+            &mut fields,
+            "metadata.owners",
+            sorted_json(&b.owners),
+            sorted_json(&h.owners),
+        );
         field(&mut fields, "spec.platform", json!(b.platform), json!(h.platform));
         field(&mut fields, "spec.priority", json!(b.priority), json!(h.priority));
     }
@@ -182,7 +215,11 @@ fn sorted_json(list: &[String]) -> Value {
 
 fn field(out: &mut Vec<FieldChange>, name: &str, old: Value, new: Value) {
     if old != new {
-        out.push(FieldChange { field: name.to_string(), old, new });
+        out.push(FieldChange {
+            field: name.to_string(),
+            old,
+            new,
+        });
     }
 }
 
@@ -241,7 +278,11 @@ pub fn diff_settings(base: Option<&Baseline>, head: Option<&Baseline>, catalog: 
     out
 }
 
-fn diff_exception(name: &str, base: Option<&Located<Exception>>, head: Option<&Located<Exception>>) -> Option<DocChange> {
+fn diff_exception(
+    name: &str,
+    base: Option<&Located<Exception>>,
+    head: Option<&Located<Exception>>,
+) -> Option<DocChange> {
     if base.is_none() && head.is_none() {
         return None;
     }
@@ -250,7 +291,12 @@ fn diff_exception(name: &str, base: Option<&Located<Exception>>, head: Option<&L
     let (sb, sh) = (spec(base), spec(head));
     let mut fields = Vec::new();
     for f in ["baseline", "settings", "scope", "reason", "expires"] {
-        field(&mut fields, &format!("spec.{f}"), sb.get(f).cloned().unwrap_or(Value::Null), sh.get(f).cloned().unwrap_or(Value::Null));
+        field(
+            &mut fields,
+            &format!("spec.{f}"),
+            sb.get(f).cloned().unwrap_or(Value::Null),
+            sh.get(f).cloned().unwrap_or(Value::Null),
+        );
     }
     Some(DocChange {
         kind: DocKind::Exception,
@@ -268,7 +314,11 @@ fn diff_exception(name: &str, base: Option<&Located<Exception>>, head: Option<&L
     })
 }
 
-fn governance_change(name: &str, base: Option<(&str, &Value, &Digest)>, head: Option<(&str, &Value, &Digest)>) -> Option<DocChange> {
+fn governance_change(
+    name: &str,
+    base: Option<(&str, &Value, &Digest)>,
+    head: Option<(&str, &Value, &Digest)>,
+) -> Option<DocChange> {
     let (path, old_path, op) = match (base, head) {
         (None, None) => return None,
         (None, Some(h)) => (h.0.to_string(), None, ChangeOp::Added),
@@ -305,13 +355,27 @@ fn leaf_changes(out: &mut Vec<FieldChange>, path: String, old: &Value, new: &Val
         (Value::Object(a), Value::Object(b)) => {
             let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             for k in keys {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-                leaf_changes(out, p, a.get(k).unwrap_or(&Value::Null), b.get(k).unwrap_or(&Value::Null));
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                leaf_changes(
+                    out,
+                    p,
+                    a.get(k).unwrap_or(&Value::Null),
+                    b.get(k).unwrap_or(&Value::Null),
+                );
             }
         }
         (Value::Array(a), Value::Array(b)) => {
             for i in 0..a.len().max(b.len()) {
-                leaf_changes(out, format!("{path}[{i}]"), a.get(i).unwrap_or(&Value::Null), b.get(i).unwrap_or(&Value::Null));
+                leaf_changes(
+                    out,
+                    format!("{path}[{i}]"),
+                    a.get(i).unwrap_or(&Value::Null),
+                    b.get(i).unwrap_or(&Value::Null),
+                );
             }
         }
         _ => field(out, &path, old.clone(), new.clone()),

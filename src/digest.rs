@@ -70,8 +70,11 @@ pub fn canonical_setting(catalog: &Catalog, key: &str, value: &Value) -> Value {
 }
 
 pub fn baseline_json(b: &Baseline, catalog: &Catalog) -> Value {
-    let settings: serde_json::Map<String, Value> =
-        b.settings.iter().map(|(k, v)| (k.clone(), canonical_setting(catalog, k, v))).collect();
+    let settings: serde_json::Map<String, Value> = b
+        .settings
+        .iter()
+        .map(|(k, v)| (k.clone(), canonical_setting(catalog, k, v)))
+        .collect();
     json!({
         "apiVersion": crate::format::API_VERSION,
         "kind": "Baseline",
@@ -113,16 +116,21 @@ pub fn config_json(c: &Config) -> Value {
                 RingSelector::All => json!({"all": true}),
                 RingSelector::Groups(g) => json!({"groups": sorted(g)}),
             };
-            let gate = r.gate.map(|g| {
-                json!({"min_applied": g.min_applied, "max_noncompliant_increase": g.max_noncompliant_increase})
-            });
+            let gate = r.gate.map(
+                |g| json!({"min_applied": g.min_applied, "max_noncompliant_increase": g.max_noncompliant_increase}),
+            );
             json!({"name": r.name, "selector": selector, "soak_secs": r.soak_secs, "gate": gate})
         })
         .collect();
     let approvers: serde_json::Map<String, Value> = c
         .approvers
         .iter()
-        .map(|(k, a)| (k.clone(), json!({"forge_team": a.forge_team, "users": sorted(&a.users)})))
+        .map(|(k, a)| {
+            (
+                k.clone(),
+                json!({"forge_team": a.forge_team, "users": sorted(&a.users)}),
+            )
+        })
         .collect();
     let windows: serde_json::Map<String, Value> = c
         .windows
@@ -130,7 +138,10 @@ pub fn config_json(c: &Config) -> Value {
         .map(|(k, w)| {
             let days: Vec<String> = w.days.iter().map(|d| d.to_string().to_lowercase()).collect();
             let (start, end) = (w.start.format("%H:%M").to_string(), w.end.format("%H:%M").to_string());
-            (k.clone(), json!({"days": days, "start": start, "end": end, "tz": w.tz.name()}))
+            (
+                k.clone(),
+                json!({"days": days, "start": start, "end": end, "tz": w.tz.name()}),
+            )
         })
         .collect();
     let freezes: Vec<Value> = c

@@ -71,12 +71,27 @@ pub fn explain(snap: &Snapshot, platform: Platform, group: &str, now: chrono::Da
             let conflict = tied.iter().any(|c| c.value != tied[0].value);
             let (value, baseline, why) = if conflict {
                 let names: Vec<&str> = tied.iter().map(|c| c.baseline.as_str()).collect();
-                (Value::Null, None, format!("CONFLICT: {} set different values at equal priority {top}", names.join(", ")))
+                (
+                    Value::Null,
+                    None,
+                    format!(
+                        "CONFLICT: {} set different values at equal priority {top}",
+                        names.join(", ")
+                    ),
+                )
             } else if cs.len() == 1 {
-                (cs[0].value.clone(), Some(cs[0].baseline.clone()), "only baseline that sets it".to_string())
+                (
+                    cs[0].value.clone(),
+                    Some(cs[0].baseline.clone()),
+                    "only baseline that sets it".to_string(),
+                )
             } else if tied.len() > 1 {
                 let names: Vec<&str> = tied.iter().map(|c| c.baseline.as_str()).collect();
-                (cs[0].value.clone(), Some(cs[0].baseline.clone()), format!("{} agree at priority {top}", names.join(", ")))
+                (
+                    cs[0].value.clone(),
+                    Some(cs[0].baseline.clone()),
+                    format!("{} agree at priority {top}", names.join(", ")),
+                )
             } else {
                 let next = &cs[1];
                 (
@@ -96,7 +111,14 @@ pub fn explain(snap: &Snapshot, platform: Platform, group: &str, now: chrono::Da
                 })
                 .map(|e| e.doc.name.clone())
                 .collect();
-            EffectiveSetting { key: key.clone(), value, baseline, why, contenders: cs, exempted_by }
+            EffectiveSetting {
+                key: key.clone(),
+                value,
+                baseline,
+                why,
+                contenders: cs,
+                exempted_by,
+            }
         })
         .collect();
     Explanation {

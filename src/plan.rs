@@ -26,7 +26,11 @@ impl Fleet {
     /// Devices reached by targeting `groups` (an upper bound: groups may
     /// overlap), never more than the fleet.
     pub fn devices_in(&self, groups: &[String]) -> u64 {
-        groups.iter().map(|g| self.groups.get(g).copied().unwrap_or(0)).sum::<u64>().min(self.devices)
+        groups
+            .iter()
+            .map(|g| self.groups.get(g).copied().unwrap_or(0))
+            .sum::<u64>()
+            .min(self.devices)
     }
 }
 
@@ -93,15 +97,28 @@ pub fn policy_input(change: &DocChange, ctx: &PlanContext) -> Value {
                    "catalog": catalog, "members_added": s.members_added, "members_removed": s.members_removed})
         })
         .collect();
-    let baseline = ctx.head.baselines.get(&change.name).or_else(|| ctx.base.baselines.get(&change.name));
+    let baseline = ctx
+        .head
+        .baselines
+        .get(&change.name)
+        .or_else(|| ctx.base.baselines.get(&change.name));
     let owners: Vec<String> = match change.kind {
         DocKind::Baseline => baseline.map(|b| b.doc.owners.clone()).unwrap_or_default(),
         // An exception is owned by the owners of the baseline it exempts from.
         DocKind::Exception => {
-            let exc = ctx.head.exceptions.get(&change.name).or_else(|| ctx.base.exceptions.get(&change.name));
-            exc.and_then(|e| ctx.head.baselines.get(&e.doc.baseline).or_else(|| ctx.base.baselines.get(&e.doc.baseline)))
-                .map(|b| b.doc.owners.clone())
-                .unwrap_or_default()
+            let exc = ctx
+                .head
+                .exceptions
+                .get(&change.name)
+                .or_else(|| ctx.base.exceptions.get(&change.name));
+            exc.and_then(|e| {
+                ctx.head
+                    .baselines
+                    .get(&e.doc.baseline)
+                    .or_else(|| ctx.base.baselines.get(&e.doc.baseline))
+            })
+            .map(|b| b.doc.owners.clone())
+            .unwrap_or_default()
         }
         DocKind::Governance => Vec::new(),
     };
@@ -110,8 +127,19 @@ pub fn policy_input(change: &DocChange, ctx: &PlanContext) -> Value {
         (Some(f), _) => {
             let groups: Vec<String> = match change.kind {
                 DocKind::Baseline => {
-                    let mut g: Vec<String> = ctx.base.baselines.get(&change.name).map(|b| b.doc.target_groups.clone()).unwrap_or_default();
-                    g.extend(ctx.head.baselines.get(&change.name).map(|b| b.doc.target_groups.clone()).unwrap_or_default());
+                    let mut g: Vec<String> = ctx
+                        .base
+                        .baselines
+                        .get(&change.name)
+                        .map(|b| b.doc.target_groups.clone())
+                        .unwrap_or_default();
+                    g.extend(
+                        ctx.head
+                            .baselines
+                            .get(&change.name)
+                            .map(|b| b.doc.target_groups.clone())
+                            .unwrap_or_default(),
+                    );
                     g.sort();
                     g.dedup();
                     g
@@ -119,7 +147,11 @@ pub fn policy_input(change: &DocChange, ctx: &PlanContext) -> Value {
                 _ => exception_groups(change, ctx),
             };
             let devices = f.devices_in(&groups);
-            let fraction = if f.devices == 0 { 0.0 } else { devices as f64 / f.devices as f64 };
+            let fraction = if f.devices == 0 {
+                0.0
+            } else {
+                devices as f64 / f.devices as f64
+            };
             json!({"devices": devices, "fleet_fraction": fraction})
         }
         (None, _) => Value::Null,
@@ -165,7 +197,11 @@ fn catalog_input(e: &crate::catalog::Entry) -> Value {
 }
 
 fn exception_groups(change: &DocChange, ctx: &PlanContext) -> Vec<String> {
-    let exc = ctx.head.exceptions.get(&change.name).or_else(|| ctx.base.exceptions.get(&change.name));
+    let exc = ctx
+        .head
+        .exceptions
+        .get(&change.name)
+        .or_else(|| ctx.base.exceptions.get(&change.name));
     match exc.map(|e| &e.doc.scope) {
         Some(crate::format::Scope::Groups(g)) => g.clone(),
         _ => Vec::new(),
@@ -185,7 +221,10 @@ pub fn plan(
     let mut planned = Vec::with_capacity(changes.len());
     for change in changes {
         let input = policy_input(&change, ctx);
-        let decision = engine.evaluate_raw(&input).and_then(validate_decision).unwrap_or_else(|e| RiskDecision::refused(&e));
+        let decision = engine
+            .evaluate_raw(&input)
+            .and_then(validate_decision)
+            .unwrap_or_else(|e| RiskDecision::refused(&e));
         planned.push(PlannedChange {
             kind: change.kind,
             op: change.op,
@@ -207,5 +246,10 @@ pub fn plan(
         });
     }
     let tier = planned.iter().map(|c| c.tier).max().unwrap_or(0);
-    Plan { base, head, tier, changes: planned }
+    Plan {
+        base,
+        head,
+        tier,
+        changes: planned,
+    }
 }

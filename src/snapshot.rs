@@ -76,7 +76,16 @@ impl Snapshot {
                 }
                 let canonical = baseline_json(&b, catalog);
                 let digest = digest_of(&canonical);
-                self.baselines.insert(b.name.clone(), Located { path, doc: b, digest, canonical, text });
+                self.baselines.insert(
+                    b.name.clone(),
+                    Located {
+                        path,
+                        doc: b,
+                        digest,
+                        canonical,
+                        text,
+                    },
+                );
             }
             Document::Exception(e) => {
                 if let Some(first) = self.exceptions.get(&e.name) {
@@ -84,7 +93,16 @@ impl Snapshot {
                 }
                 let canonical = exception_json(&e);
                 let digest = digest_of(&canonical);
-                self.exceptions.insert(e.name.clone(), Located { path, doc: e, digest, canonical, text });
+                self.exceptions.insert(
+                    e.name.clone(),
+                    Located {
+                        path,
+                        doc: e,
+                        digest,
+                        canonical,
+                        text,
+                    },
+                );
             }
             Document::Config(c) => {
                 if let Some(first) = &self.config {
@@ -95,12 +113,27 @@ impl Snapshot {
                 }
                 let canonical = config_json(&c);
                 let digest = digest_of(&canonical);
-                self.config = Some(Located { path, doc: c, digest, canonical, text });
+                self.config = Some(Located {
+                    path,
+                    doc: c,
+                    digest,
+                    canonical,
+                    text,
+                });
             }
             Document::Policy(p) => {
                 let canonical = Value::String(p.clone());
                 let digest = Digest::from_canonical_bytes(p.as_bytes());
-                self.policies.insert(path.clone(), Located { path, doc: p, digest, canonical, text });
+                self.policies.insert(
+                    path.clone(),
+                    Located {
+                        path,
+                        doc: p,
+                        digest,
+                        canonical,
+                        text,
+                    },
+                );
             }
         }
         Ok(())
@@ -144,7 +177,10 @@ impl Snapshot {
                             path: e.path.to_string(),
                             line,
                             column,
-                            message: format!("baseline `{}` does not set `{key}`, so there is nothing to exempt", b.doc.name),
+                            message: format!(
+                                "baseline `{}` does not set `{key}`, so there is nothing to exempt",
+                                b.doc.name
+                            ),
                         });
                     }
                 }

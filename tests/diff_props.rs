@@ -17,8 +17,19 @@ fn candidates() -> Vec<(&'static str, Vec<Value>)> {
         ("passcode.min_length", vec![json!(4), json!(6), json!(8), json!(12)]),
         ("passcode.history", vec![json!(0), json!(5), json!(24)]),
         ("encryption.required", vec![json!(true), json!(false)]),
-        ("os.min_version", vec![json!("13.0"), json!("14.5"), json!("14.10"), json!("15")]),
-        ("apps.blocked", vec![json!([]), json!(["com.a"]), json!(["com.a", "com.b"]), json!(["com.c", "com.b", "com.a"])]),
+        (
+            "os.min_version",
+            vec![json!("13.0"), json!("14.5"), json!("14.10"), json!("15")],
+        ),
+        (
+            "apps.blocked",
+            vec![
+                json!([]),
+                json!(["com.a"]),
+                json!(["com.a", "com.b"]),
+                json!(["com.c", "com.b", "com.a"]),
+            ],
+        ),
         (
             "certs.trusted_roots",
             vec![
@@ -28,7 +39,10 @@ fn candidates() -> Vec<(&'static str, Vec<Value>)> {
             ],
         ),
         ("usb.storage_blocked", vec![json!(true), json!(false)]),
-        ("cosmetic.lock_screen_message", vec![json!("Acme"), json!("Property of Acme: call 555")]),
+        (
+            "cosmetic.lock_screen_message",
+            vec![json!("Acme"), json!("Property of Acme: call 555")],
+        ),
     ]
 }
 
@@ -62,7 +76,11 @@ fn render(settings: &[(String, Value)], groups: &[String], flow: bool, reverse: 
     };
     let groups = g.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(", ");
     if flow {
-        let body = s.iter().map(|(k, v)| format!("{k}: {}", set_json(v))).collect::<Vec<_>>().join(", ");
+        let body = s
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", set_json(v)))
+            .collect::<Vec<_>>()
+            .join(", ");
         format!(
             "{{kind: Baseline, apiVersion: tollgate.dev/v1alpha1, metadata: {{name: corp-mac}}, spec: {{settings: {{{body}}}, targets: {{groups: [{groups}]}}, platform: windows}}}}\n"
         )
@@ -81,7 +99,10 @@ fn render(settings: &[(String, Value)], groups: &[String], flow: bool, reverse: 
 }
 
 fn snapshot(path: &str, text: &str) -> Snapshot {
-    let file = SourceFile { path: RepoPath::new(path).unwrap(), content: FileContent::Blob(text.as_bytes().to_vec()) };
+    let file = SourceFile {
+        path: RepoPath::new(path).unwrap(),
+        content: FileContent::Blob(text.as_bytes().to_vec()),
+    };
     let (snap, errors) = Snapshot::build(&[file], Catalog::builtin());
     assert!(errors.is_empty(), "{errors:?}\n{text}");
     snap
@@ -150,9 +171,17 @@ proptest! {
 
 #[test]
 fn a_move_is_one_renamed_change() {
-    let text = render(&[("passcode.min_length".into(), json!(8))], &["g-a".into()], false, false);
+    let text = render(
+        &[("passcode.min_length".into(), json!(8))],
+        &["g-a".into()],
+        false,
+        false,
+    );
     let a = snapshot("baselines/mac.yaml", &text);
-    let b = snapshot("baselines/macos/team/mac.yaml", &text.replace("min_length: 8", "min_length: 10"));
+    let b = snapshot(
+        "baselines/macos/team/mac.yaml",
+        &text.replace("min_length: 8", "min_length: 10"),
+    );
     let d = diff_snapshots(&a, &b, Catalog::builtin());
     assert_eq!(d.len(), 1);
     assert_eq!(serde_json::to_value(d[0].op).unwrap(), "renamed");
@@ -164,8 +193,24 @@ fn a_move_is_one_renamed_change() {
 
 #[test]
 fn sets_list_members_added_and_removed() {
-    let a = snapshot("baselines/mac.yaml", &render(&[("apps.blocked".into(), json!(["com.a", "com.b"]))], &["g-a".into()], false, false));
-    let b = snapshot("baselines/mac.yaml", &render(&[("apps.blocked".into(), json!(["com.b", "com.c"]))], &["g-a".into(), "g-b".into()], false, false));
+    let a = snapshot(
+        "baselines/mac.yaml",
+        &render(
+            &[("apps.blocked".into(), json!(["com.a", "com.b"]))],
+            &["g-a".into()],
+            false,
+            false,
+        ),
+    );
+    let b = snapshot(
+        "baselines/mac.yaml",
+        &render(
+            &[("apps.blocked".into(), json!(["com.b", "com.c"]))],
+            &["g-a".into(), "g-b".into()],
+            false,
+            false,
+        ),
+    );
     let d = &diff_snapshots(&a, &b, Catalog::builtin())[0];
     let s = &d.settings[0];
     assert_eq!(s.members_added, ["com.c"]);
@@ -178,8 +223,24 @@ fn sets_list_members_added_and_removed() {
 #[test]
 fn reissued_set_member_counts_as_removed_and_added() {
     let root = |h: &str| json!([{"name": "r1", "sha256": h.repeat(64)}]);
-    let a = snapshot("baselines/mac.yaml", &render(&[("certs.trusted_roots".into(), root("a"))], &["g-a".into()], false, false));
-    let b = snapshot("baselines/mac.yaml", &render(&[("certs.trusted_roots".into(), root("c"))], &["g-a".into()], false, false));
+    let a = snapshot(
+        "baselines/mac.yaml",
+        &render(
+            &[("certs.trusted_roots".into(), root("a"))],
+            &["g-a".into()],
+            false,
+            false,
+        ),
+    );
+    let b = snapshot(
+        "baselines/mac.yaml",
+        &render(
+            &[("certs.trusted_roots".into(), root("c"))],
+            &["g-a".into()],
+            false,
+            false,
+        ),
+    );
     let s = &diff_snapshots(&a, &b, Catalog::builtin())[0].settings[0];
     assert_eq!(s.members_added, ["r1"]);
     assert_eq!(s.members_removed, ["r1"]);

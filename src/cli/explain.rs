@@ -44,7 +44,11 @@ pub fn explain_cmd(
             } else {
                 let _ = writeln!(s, "{platform} devices in {group} get: {}", ex.baselines.join(", "));
                 let kw = ex.settings.iter().map(|x| x.key.len()).max().unwrap_or(0);
-                let vals: Vec<String> = ex.settings.iter().map(|x| crate::render::show_public(&x.value)).collect();
+                let vals: Vec<String> = ex
+                    .settings
+                    .iter()
+                    .map(|x| crate::render::show_public(&x.value))
+                    .collect();
                 let vw = vals.iter().map(|v| v.chars().count()).max().unwrap_or(0);
                 for (x, v) in ex.settings.iter().zip(&vals) {
                     let from = x.baseline.as_deref().unwrap_or("-");
@@ -59,5 +63,9 @@ pub fn explain_cmd(
             out.write_all(s.as_bytes())?;
         }
     }
-    Ok(if errors.is_empty() && !conflicted { Exit::Ok } else { Exit::Failed })
+    Ok(if errors.is_empty() && !conflicted {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    })
 }

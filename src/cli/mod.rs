@@ -2,10 +2,10 @@
 //! `fn(args, out, format) -> Result<Exit>` so tests can drive it directly;
 //! `main` only parses flags and maps the result to an exit code.
 
-mod explain;
-mod plan;
-mod quickstart;
-mod validate;
+pub mod explain;
+pub mod plan;
+pub mod quickstart;
+pub mod validate;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -43,7 +43,11 @@ pub enum Format {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "tollgate", version, about = "Change governance for MDM baselines kept in git")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Change governance for MDM baselines kept in git"
+)]
 pub struct Cli {
     /// Output format: text for people, json for programs (a stable contract), markdown for PR comments.
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value = "text")]
@@ -106,13 +110,27 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let style = stdout_style();
     match cli.command {
         Command::Validate { repo, rev } => validate_cmd(&repo, rev.as_deref(), out, cli.output, style),
-        Command::Plan { repo, base, head, fleet } => {
-            let args = PlanArgs { repo, base: Some(base), head, fleet, now: chrono::Utc::now() };
+        Command::Plan {
+            repo,
+            base,
+            head,
+            fleet,
+        } => {
+            let args = PlanArgs {
+                repo,
+                base: Some(base),
+                head,
+                fleet,
+                now: chrono::Utc::now(),
+            };
             plan_cmd(&args, out, cli.output, style)
         }
-        Command::Explain { repo, rev, platform, group } => {
-            explain_cmd(&repo, rev.as_deref(), &platform, &group, out, cli.output)
-        }
+        Command::Explain {
+            repo,
+            rev,
+            platform,
+            group,
+        } => explain_cmd(&repo, rev.as_deref(), &platform, &group, out, cli.output),
         Command::Quickstart { dir } => quickstart_cmd(&dir, out, style),
     }
 }

@@ -38,12 +38,22 @@ pub struct PlanArgs {
 #[serde(untagged)]
 pub enum PlanOutcome {
     Plan(Plan),
-    Invalid { base: CommitSha, head: CommitSha, valid: bool, errors: Vec<FormatError> },
+    Invalid {
+        base: CommitSha,
+        head: CommitSha,
+        valid: bool,
+        errors: Vec<FormatError>,
+    },
 }
 
 pub fn load_fleet(path: &std::path::Path) -> anyhow::Result<Fleet> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading fleet file {}", path.display()))?;
-    serde_norway::from_str(&text).with_context(|| format!("{}: not a fleet file ({{devices: N, groups: {{group: N}}}})", path.display()))
+    serde_norway::from_str(&text).with_context(|| {
+        format!(
+            "{}: not a fleet file ({{devices: N, groups: {{group: N}}}})",
+            path.display()
+        )
+    })
 }
 
 /// Plans `base..head` of the repo at `args.repo`.
@@ -60,7 +70,12 @@ pub fn compute_plan(git: &GitRepo, args: &PlanArgs) -> anyhow::Result<PlanOutcom
     let (base_changed, _) = Snapshot::build(&git.read_paths(&base, &changed)?, catalog);
     let (head_snap, head_errors) = Snapshot::build(&git.read_paths(&head, &changed)?, catalog);
     if !head_errors.is_empty() {
-        return Ok(PlanOutcome::Invalid { base, head, valid: false, errors: head_errors });
+        return Ok(PlanOutcome::Invalid {
+            base,
+            head,
+            valid: false,
+            errors: head_errors,
+        });
     }
 
     // The base revision's governance judges the change, never the head's.
@@ -69,18 +84,38 @@ pub fn compute_plan(git: &GitRepo, args: &PlanArgs) -> anyhow::Result<PlanOutcom
     let mut engine = if gov.policies.is_empty() {
         PolicyEngine::builtin()?
     } else {
-        let sources: Vec<(String, String)> =
-            gov.policies.values().map(|p| (p.path.to_string(), p.doc.clone())).collect();
+        let sources: Vec<(String, String)> = gov
+            .policies
+            .values()
+            .map(|p| (p.path.to_string(), p.doc.clone()))
+            .collect();
         PolicyEngine::from_sources(&sources).context("compiling the base revision's policy/")?
     };
     if !gov_errors.is_empty() {
         // A broken base config cannot be trusted to judge anything.
-        return Ok(PlanOutcome::Invalid { base, head, valid: false, errors: gov_errors });
+        return Ok(PlanOutcome::Invalid {
+            base,
+            head,
+            valid: false,
+            errors: gov_errors,
+        });
     }
 
     let changes = diff_snapshots(&base_changed, &head_snap, catalog);
-    let author = git.log(&head, 1)?.into_iter().next().map(|c| c.author).unwrap_or_default();
-    let ctx = PlanContext { catalog, base: &base_changed, head: &head_snap, author: &author, fleet: fleet.as_ref(), now: args.now };
+    let author = git
+        .log(&head, 1)?
+        .into_iter()
+        .next()
+        .map(|c| c.author)
+        .unwrap_or_default();
+    let ctx = PlanContext {
+        catalog,
+        base: &base_changed,
+        head: &head_snap,
+        author: &author,
+        fleet: fleet.as_ref(),
+        now: args.now,
+    };
     Ok(PlanOutcome::Plan(plan(base, head, changes, &mut engine, &ctx)))
 }
 
@@ -96,13 +131,36 @@ fn plan_first_revision(
     let (head_snap, errors) = Snapshot::build(&git.read_governed(&head)?, catalog);
     let base = CommitSha::new(EMPTY_REVISION);
     if !errors.is_empty() {
-        return Ok(PlanOutcome::Invalid { base, head, valid: false, errors });
+        return Ok(PlanOutcome::Invalid {
+            base,
+            head,
+            valid: false,
+            errors,
+        });
     }
     let empty = Snapshot::default();
     let changes = diff_snapshots(&empty, &head_snap, catalog);
-    let author = git.log(&head, 1)?.into_iter().next().map(|c| c.author).unwrap_or_default();
-    let ctx = PlanContext { catalog, base: &empty, head: &head_snap, author: &author, fleet, now };
-    Ok(PlanOutcome::Plan(plan(base, head, changes, &mut PolicyEngine::builtin()?, &ctx)))
+    let author = git
+        .log(&head, 1)?
+        .into_iter()
+        .next()
+        .map(|c| c.author)
+        .unwrap_or_default();
+    let ctx = PlanContext {
+        catalog,
+        base: &empty,
+        head: &head_snap,
+        author: &author,
+        fleet,
+        now,
+    };
+    Ok(PlanOutcome::Plan(plan(
+        base,
+        head,
+        changes,
+        &mut PolicyEngine::builtin()?,
+        &ctx,
+    )))
 }
 
 /// What `base` reads as when there is no base revision.
@@ -116,7 +174,12 @@ pub fn plan_cmd(args: &PlanArgs, out: &mut dyn Write, format: Format, style: Sty
         (PlanOutcome::Plan(p), Format::Text) => out.write_all(plan_text(p, style).as_bytes())?,
         (PlanOutcome::Plan(p), Format::Markdown) => out.write_all(plan_markdown(p).as_bytes())?,
         (PlanOutcome::Invalid { head, errors, .. }, _) => {
-            writeln!(out, "Cannot plan: {} invalid document(s) at {}", errors.len(), head.short())?;
+            writeln!(
+                out,
+                "Cannot plan: {} invalid document(s) at {}",
+                errors.len(),
+                head.short()
+            )?;
             for e in errors {
                 writeln!(out, "{e}")?;
             }

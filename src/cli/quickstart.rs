@@ -374,13 +374,24 @@ pub fn write_sample_repo(dir: &Path, history: &[SampleCommit]) -> anyhow::Result
 pub fn quickstart_cmd(dir: &Path, out: &mut dyn Write, style: Style) -> anyhow::Result<Exit> {
     let ids = write_sample_repo(dir, HISTORY)?;
     let git = GitRepo::open(dir)?;
-    writeln!(out, "Wrote a sample governed repo with {} commits to {}\n", ids.len(), dir.display())?;
+    writeln!(
+        out,
+        "Wrote a sample governed repo with {} commits to {}\n",
+        ids.len(),
+        dir.display()
+    )?;
     // The first commit is planned against git's empty tree: it goes through
     // governance like any other change.
     let mut base: Option<String> = None;
     for (id, c) in ids.iter().zip(HISTORY) {
         writeln!(out, "=== {} {} ({})", &id[..12], c.message, c.author)?;
-        let args = PlanArgs { repo: dir.to_path_buf(), base: base.clone(), head: id.clone(), fleet: None, now: chrono::Utc::now() };
+        let args = PlanArgs {
+            repo: dir.to_path_buf(),
+            base: base.clone(),
+            head: id.clone(),
+            fleet: None,
+            now: chrono::Utc::now(),
+        };
         match compute_plan(&git, &args)? {
             PlanOutcome::Plan(p) => out.write_all(plan_text(&p, style).as_bytes())?,
             PlanOutcome::Invalid { errors, .. } => {
@@ -394,7 +405,15 @@ pub fn quickstart_cmd(dir: &Path, out: &mut dyn Write, style: Style) -> anyhow::
     }
     writeln!(out, "Try next:")?;
     writeln!(out, "  tollgate validate --repo {}", dir.display())?;
-    writeln!(out, "  tollgate plan --repo {} --base HEAD~3 --head HEAD -o markdown", dir.display())?;
-    writeln!(out, "  tollgate explain --repo {} --platform ios --group mdm-canary", dir.display())?;
+    writeln!(
+        out,
+        "  tollgate plan --repo {} --base HEAD~3 --head HEAD -o markdown",
+        dir.display()
+    )?;
+    writeln!(
+        out,
+        "  tollgate explain --repo {} --platform ios --group mdm-canary",
+        dir.display()
+    )?;
     Ok(Exit::Ok)
 }

@@ -77,11 +77,19 @@ pub fn validate_cmd(
 fn render(r: &ValidateReport, style: Style) -> String {
     let mut s = String::new();
     for e in &r.errors {
-        let _ = writeln!(s, "{}: {}", e, if style.color { "\x1b[31merror\x1b[0m" } else { "error" });
+        let _ = writeln!(
+            s,
+            "{}: {}",
+            e,
+            if style.color { "\x1b[31merror\x1b[0m" } else { "error" }
+        );
     }
     for c in &r.conflicts {
-        let who: Vec<String> =
-            c.baselines.iter().map(|b| format!("{} ({}) = {}", b.baseline, b.path, b.value)).collect();
+        let who: Vec<String> = c
+            .baselines
+            .iter()
+            .map(|b| format!("{} ({}) = {}", b.baseline, b.path, b.value))
+            .collect();
         let _ = writeln!(
             s,
             "conflict: {} on {} for groups {} at priority {}: {}",

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::value::{expect_literal, Label, Settings, UniqueList, API_VERSION};
+use super::value::{
+    checked_number, deserialize_checked, expect_literal, FromRaw, Label, Settings, UniqueList, API_VERSION,
+};
 use crate::ids::Platform;
 
 /// A parsed, validated baseline.
@@ -63,16 +65,17 @@ struct Spec {
 }
 
 fn priority<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    let p = i64::deserialize(d)?;
-    if (0..=MAX_PRIORITY).contains(&p) {
-        Ok(p)
-    } else {
-        Err(serde::de::Error::custom(format!("priority must be from 0 to {MAX_PRIORITY}, got {p}")))
-    }
+    checked_number(d, |p| {
+        if p.fract() == 0.0 && (0.0..=MAX_PRIORITY as f64).contains(&p) {
+            Ok(p as i64)
+        } else {
+            Err(format!(
+                "priority must be a whole number from 0 to {MAX_PRIORITY}, got {p}"
+            ))
+        }
+    })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, try_from = "TargetsRaw")]
 struct Targets {
     groups: Vec<String>,
 }
@@ -83,13 +86,21 @@ struct TargetsRaw {
     groups: UniqueList<Label>,
 }
 
-impl TryFrom<TargetsRaw> for Targets {
-    type Error = String;
-    fn try_from(raw: TargetsRaw) -> Result<Self, String> {
+impl<'de> Deserialize<'de> for Targets {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_checked(d)
+    }
+}
+
+impl FromRaw for Targets {
+    type Raw = TargetsRaw;
+    fn from_raw(raw: TargetsRaw) -> Result<Self, String> {
         if raw.groups.0.is_empty() {
             return Err("targets.groups must name at least one device group".into());
         }
-        Ok(Targets { groups: raw.groups.0.into_iter().map(|l| l.0).collect() })
+        Ok(Targets {
+            groups: raw.groups.0.into_iter().map(|l| l.0).collect(),
+        })
     }
 }
 

@@ -7,7 +7,10 @@ use chrono::{NaiveDate, NaiveTime, Weekday};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
-use super::value::{expect_literal, Label, UniqueList, UniqueMap, API_VERSION};
+use super::value::{
+    checked_number, checked_str, deserialize_checked, expect_literal, FromRaw, Label, UniqueList, UniqueMap,
+    API_VERSION,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -123,8 +126,6 @@ fn rings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Ring>, D::Error> {
     Ok(rings.into_iter().map(|r| r.0).collect())
 }
 
-#[derive(Deserialize)]
-#[serde(try_from = "RingRaw")]
 struct RingDoc(Ring);
 
 #[derive(Deserialize)]
@@ -152,9 +153,15 @@ struct GateRaw {
     max_noncompliant_increase: Fraction,
 }
 
-impl TryFrom<RingRaw> for RingDoc {
-    type Error = String;
-    fn try_from(raw: RingRaw) -> Result<Self, String> {
+impl<'de> Deserialize<'de> for RingDoc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_checked(d)
+    }
+}
+
+impl FromRaw for RingDoc {
+    type Raw = RingRaw;
+    fn from_raw(raw: RingRaw) -> Result<Self, String> {
         let selector = match (raw.selector.groups, raw.selector.all) {
             (Some(g), None) if !g.0.is_empty() => RingSelector::Groups(g.0.into_iter().map(|l| l.0).collect()),
             (None, Some(true)) => RingSelector::All,
@@ -166,7 +173,10 @@ impl TryFrom<RingRaw> for RingDoc {
             name: raw.name.0,
             selector,
             soak_secs: raw.soak.map_or(0, |d| d.0),
-            gate: raw.gate.map(|g| Gate { min_applied: g.min_applied.0, max_noncompliant_increase: g.max_noncompliant_increase.0 }),
+            gate: raw.gate.map(|g| Gate {
+                min_applied: g.min_applied.0,
+                max_noncompliant_increase: g.max_noncompliant_increase.0,
+            }),
         }))
     }
 }
@@ -176,12 +186,13 @@ struct Fraction(f64);
 
 impl<'de> Deserialize<'de> for Fraction {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = f64::deserialize(d)?;
-        if (0.0..=1.0).contains(&v) {
-            Ok(Fraction(v))
-        } else {
-            Err(D::Error::custom(format!("must be a share from 0 to 1, got {v}")))
-        }
+        checked_number(d, |v| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(Fraction(v))
+            } else {
+                Err(format!("must be a share from 0 to 1, got {v}"))
+            }
+        })
     }
 }
 
@@ -224,13 +235,10 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
 
 impl<'de> Deserialize<'de> for DurationText {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_duration(&s).map(DurationText).map_err(D::Error::custom)
+        checked_str(d, |s| parse_duration(s).map(DurationText))
     }
 }
 
-#[derive(Deserialize)]
-#[serde(try_from = "ApproverRaw")]
 struct ApproverDoc(ApproverGroup);
 
 #[derive(Deserialize)]
@@ -241,11 +249,19 @@ struct ApproverRaw {
     users: UniqueList<String>,
 }
 
-impl TryFrom<ApproverRaw> for ApproverDoc {
-    type Error = String;
-    fn try_from(raw: ApproverRaw) -> Result<Self, String> {
+impl<'de> Deserialize<'de> for ApproverDoc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_checked(d)
+    }
+}
+
+impl FromRaw for ApproverDoc {
+    type Raw = ApproverRaw;
+    fn from_raw(raw: ApproverRaw) -> Result<Self, String> {
         if let Some(team) = &raw.forge_team {
-            let ok = team.split_once('/').is_some_and(|(o, t)| !o.is_empty() && !t.is_empty() && !t.contains('/'));
+            let ok = team
+                .split_once('/')
+                .is_some_and(|(o, t)| !o.is_empty() && !t.is_empty() && !t.contains('/'));
             if !ok {
                 return Err(format!("forge_team {team:?} must look like org/team"));
             }
@@ -253,12 +269,13 @@ impl TryFrom<ApproverRaw> for ApproverDoc {
         if raw.forge_team.is_none() && raw.users.0.is_empty() {
             return Err("an approver group needs a forge_team or users".into());
         }
-        Ok(ApproverDoc(ApproverGroup { forge_team: raw.forge_team, users: raw.users.0 }))
+        Ok(ApproverDoc(ApproverGroup {
+            forge_team: raw.forge_team,
+            users: raw.users.0,
+        }))
     }
 }
 
-#[derive(Deserialize)]
-#[serde(try_from = "WindowRaw")]
 struct WindowDoc(Window);
 
 #[derive(Deserialize)]
@@ -270,9 +287,15 @@ struct WindowRaw {
     tz: String,
 }
 
-impl TryFrom<WindowRaw> for WindowDoc {
-    type Error = String;
-    fn try_from(raw: WindowRaw) -> Result<Self, String> {
+impl<'de> Deserialize<'de> for WindowDoc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_checked(d)
+    }
+}
+
+impl FromRaw for WindowDoc {
+    type Raw = WindowRaw;
+    fn from_raw(raw: WindowRaw) -> Result<Self, String> {
         let days = raw
             .days
             .0
@@ -298,14 +321,14 @@ impl TryFrom<WindowRaw> for WindowDoc {
         if start >= end {
             return Err(format!("window start {} must be before its end {}", raw.start, raw.end));
         }
-        let tz: chrono_tz::Tz =
-            raw.tz.parse().map_err(|_| format!("tz {:?} is not an IANA time zone like Europe/Berlin", raw.tz))?;
+        let tz: chrono_tz::Tz = raw
+            .tz
+            .parse()
+            .map_err(|_| format!("tz {:?} is not an IANA time zone like Europe/Berlin", raw.tz))?;
         Ok(WindowDoc(Window { days, start, end, tz }))
     }
 }
 
-#[derive(Deserialize)]
-#[serde(try_from = "FreezeRaw")]
 struct FreezeDoc(Freeze);
 
 #[derive(Deserialize)]
@@ -316,16 +339,26 @@ struct FreezeRaw {
     reason: String,
 }
 
-impl TryFrom<FreezeRaw> for FreezeDoc {
-    type Error = String;
-    fn try_from(raw: FreezeRaw) -> Result<Self, String> {
+impl<'de> Deserialize<'de> for FreezeDoc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_checked(d)
+    }
+}
+
+impl FromRaw for FreezeDoc {
+    type Raw = FreezeRaw;
+    fn from_raw(raw: FreezeRaw) -> Result<Self, String> {
         if raw.from > raw.to {
             return Err(format!("freeze from {} is after its end {}", raw.from, raw.to));
         }
         if raw.reason.trim().is_empty() {
             return Err("a freeze needs a reason".into());
         }
-        Ok(FreezeDoc(Freeze { from: raw.from, to: raw.to, reason: raw.reason }))
+        Ok(FreezeDoc(Freeze {
+            from: raw.from,
+            to: raw.to,
+            reason: raw.reason,
+        }))
     }
 }
 

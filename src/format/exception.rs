@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::value::{expect_literal, Label, UniqueList, API_VERSION};
+use super::value::{checked_str, deserialize_checked, expect_literal, FromRaw, Label, UniqueList, API_VERSION};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Exception {
@@ -61,30 +61,46 @@ struct Spec {
 }
 
 fn settings<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    let list = UniqueList::<String>::deserialize(d)?.0;
-    if list.is_empty() {
-        return Err(serde::de::Error::custom("settings must name at least one exempted setting"));
-    }
-    if let Some(catalog) = super::value::current_catalog() {
-        if let Some(unknown) = list.iter().find(|k| catalog.get(k).is_none()) {
-            return Err(serde::de::Error::custom(format!(
-                "unknown setting `{unknown}` (not in the setting catalogue)"
-            )));
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of setting keys")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            use serde::de::Error;
+            let catalog = super::value::current_catalog();
+            let mut out: Vec<String> = Vec::new();
+            while let Some(key) = seq.next_element::<String>()? {
+                if out.contains(&key) {
+                    return Err(A::Error::custom(format!("setting `{key}` is listed twice")));
+                }
+                if catalog.is_some_and(|c| c.get(&key).is_none()) {
+                    return Err(A::Error::custom(format!(
+                        "unknown setting `{key}` (not in the setting catalogue)"
+                    )));
+                }
+                out.push(key);
+            }
+            if out.is_empty() {
+                return Err(A::Error::custom("settings must name at least one exempted setting"));
+            }
+            Ok(out)
         }
     }
-    Ok(list)
+    d.deserialize_seq(V)
 }
 
 fn reason<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let r = String::deserialize(d)?;
-    if r.trim().is_empty() {
-        return Err(serde::de::Error::custom("reason must say why the exception is needed"));
-    }
-    Ok(r)
+    checked_str(d, |r| {
+        if r.trim().is_empty() {
+            Err("reason must say why the exception is needed".to_string())
+        } else {
+            Ok(r.to_string())
+        }
+    })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, try_from = "ScopeRaw")]
 struct ScopeDoc(Scope);
 
 #[derive(Deserialize)]
@@ -94,9 +110,15 @@ struct ScopeRaw {
     devices: Option<UniqueList<String>>,
 }
 
-impl TryFrom<ScopeRaw> for ScopeDoc {
-    type Error = String;
-    fn try_from(raw: ScopeRaw) -> Result<Self, String> {
+impl<'de> Deserialize<'de> for ScopeDoc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_checked(d)
+    }
+}
+
+impl FromRaw for ScopeDoc {
+    type Raw = ScopeRaw;
+    fn from_raw(raw: ScopeRaw) -> Result<Self, String> {
         match (raw.groups, raw.devices) {
             (Some(g), None) if !g.0.is_empty() => Ok(ScopeDoc(Scope::Groups(g.0.into_iter().map(|l| l.0).collect()))),
             (None, Some(d)) if !d.0.is_empty() => Ok(ScopeDoc(Scope::Devices(d.0))),

@@ -7,6 +7,7 @@
 
 mod baseline;
 mod config;
+mod depth;
 mod exception;
 mod value;
 
@@ -42,7 +43,12 @@ impl std::error::Error for FormatError {}
 
 impl FormatError {
     pub fn whole_file(path: &str, message: impl Into<String>) -> Self {
-        FormatError { path: path.to_string(), line: 1, column: 1, message: message.into() }
+        FormatError {
+            path: path.to_string(),
+            line: 1,
+            column: 1,
+            message: message.into(),
+        }
     }
 }
 
@@ -75,11 +81,16 @@ pub fn parse_file(file: &SourceFile, catalog: &'static Catalog) -> Result<Option
         FileContent::Symlink { target } => {
             return Err(FormatError::whole_file(
                 path,
-                format!("is a symbolic link (to {target:?}); governed files must be regular files, links are never followed"),
+                format!(
+                "is a symbolic link (to {target:?}); governed files must be regular files, links are never followed"
+            ),
             ))
         }
         FileContent::Submodule => {
-            return Err(FormatError::whole_file(path, "is a git submodule; governed content must live in this repo"))
+            return Err(FormatError::whole_file(
+                path,
+                "is a git submodule; governed content must live in this repo",
+            ))
         }
         FileContent::TooLarge { size } => {
             return Err(FormatError::whole_file(
@@ -105,26 +116,44 @@ pub fn parse_bytes(
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(FormatError::whole_file(
             path,
-            format!("is {} bytes; governed files may be at most {MAX_FILE_BYTES} bytes (1 MiB)", bytes.len()),
+            format!(
+                "is {} bytes; governed files may be at most {MAX_FILE_BYTES} bytes (1 MiB)",
+                bytes.len()
+            ),
         ));
     }
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let (line, column) = line_col(bytes, e.valid_up_to());
-        FormatError { path: path.to_string(), line, column, message: "is not valid UTF-8".into() }
+        FormatError {
+            path: path.to_string(),
+            line,
+            column,
+            message: "is not valid UTF-8".into(),
+        }
     })?;
+    if let Some((line, column)) = depth::too_deep(text) {
+        return Err(FormatError {
+            path: path.to_string(),
+            line,
+            column,
+            message: format!("nesting deeper than {MAX_DEPTH} levels"),
+        });
+    }
     let yaml = |e: serde_norway::Error| yaml_error(path, e);
     value::with_catalog(catalog, || match class {
         FileClass::Baseline => {
-            let b: Baseline = serde_norway::from_str::<baseline::BaselineDoc>(text).map_err(yaml)?.into();
+            let b: Baseline = serde_norway::from_str::<baseline::BaselineDoc>(text)
+                .map_err(yaml)?
+                .into();
             check_platforms(path, text, &b, catalog)?;
             Ok(Document::Baseline(b))
         }
         FileClass::Exception => serde_norway::from_str::<exception::ExceptionDoc>(text)
             .map(|d| Document::Exception(d.into()))
             .map_err(yaml),
-        FileClass::Config => {
-            serde_norway::from_str::<config::ConfigDoc>(text).map(|d| Document::Config(d.into())).map_err(yaml)
-        }
+        FileClass::Config => serde_norway::from_str::<config::ConfigDoc>(text)
+            .map(|d| Document::Config(d.into()))
+            .map_err(yaml),
         FileClass::Policy => Ok(Document::Policy(text.to_string())),
     })
 }
@@ -198,5 +227,10 @@ fn yaml_error(path: &str, e: serde_norway::Error) -> FormatError {
     } else {
         message
     };
-    FormatError { path: path.to_string(), line, column, message }
+    FormatError {
+        path: path.to_string(),
+        line,
+        column,
+        message,
+    }
 }

@@ -17,7 +17,12 @@ fn code(s: &str) -> String {
 
 pub fn plan_markdown(plan: &Plan) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "## Tollgate plan: highest tier T{} ({})", plan.tier, tier_name(plan.tier));
+    let _ = writeln!(
+        out,
+        "## Tollgate plan: highest tier T{} ({})",
+        plan.tier,
+        tier_name(plan.tier)
+    );
     let _ = writeln!(out);
     let n = plan.changes.len();
     let _ = writeln!(
@@ -33,41 +38,68 @@ pub fn plan_markdown(plan: &Plan) -> String {
         return out;
     }
     if plan.has_violations() {
-        let _ = writeln!(out, "\n> **Blocked:** at least one change breaks the policy and cannot be promoted; see below.");
+        let _ = writeln!(
+            out,
+            "\n> **Blocked:** at least one change breaks the policy and cannot be promoted; see below."
+        );
     }
     let _ = writeln!(out, "\n| Tier | Kind | Name | Change | Needs |\n|---|---|---|---|---|");
     for c in &plan.changes {
         let _ = writeln!(
             out,
-            "| **T{}** | {:?} | {} | {:?} | {} |",
+            "| **T{}** | {} | {} | {} | {} |",
             c.tier,
-            c.kind,
+            c.kind.as_str(),
             code(&c.name),
-            c.op,
+            c.op.as_str(),
             requirements_line(&c.requirements).to_lowercase().replace('|', "\\|")
         );
     }
     for c in &plan.changes {
         let platform = c.platform.map(|p| format!(" ({p})")).unwrap_or_default();
-        let _ = writeln!(out, "\n### T{} · {:?} {}{} · {:?}", c.tier, c.kind, code(&c.name), platform, c.op);
-        let moved = c.old_path.as_ref().map(|p| format!(" (moved from {})", code(p))).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "\n### T{} · {} {}{} · {}",
+            c.tier,
+            c.kind.as_str(),
+            code(&c.name),
+            platform,
+            c.op.as_str()
+        );
+        let moved = c
+            .old_path
+            .as_ref()
+            .map(|p| format!(" (moved from {})", code(p)))
+            .unwrap_or_default();
         let _ = writeln!(out, "\n{}{}", code(&c.path), moved);
-        if !c.settings.is_empty() || !c.fields.is_empty() || !c.groups_added.is_empty() || !c.groups_removed.is_empty() {
+        if !c.settings.is_empty() || !c.fields.is_empty() || !c.groups_added.is_empty() || !c.groups_removed.is_empty()
+        {
             let _ = writeln!(out, "\n| Setting | Old | New | Direction |\n|---|---|---|---|");
             for s in &c.settings {
                 let (o, nv) = old_new(s, VALUE_WIDTH);
-                let dir = serde_json::to_value(s.direction).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                let dir = serde_json::to_value(s.direction)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
                 let dir = if dir == "loosen" { "**loosen**".to_string() } else { dir };
                 let _ = writeln!(out, "| {} | {} | {} | {} |", code(&s.key), code(&o), code(&nv), dir);
             }
             for f in &c.fields {
-                let (o, nv) = (super::show(Some(&f.old), VALUE_WIDTH), super::show(Some(&f.new), VALUE_WIDTH));
+                let (o, nv) = (
+                    super::show(Some(&f.old), VALUE_WIDTH),
+                    super::show(Some(&f.new), VALUE_WIDTH),
+                );
                 let _ = writeln!(out, "| {} | {} | {} | |", code(&f.field), code(&o), code(&nv));
             }
             if !c.groups_added.is_empty() || !c.groups_removed.is_empty() {
                 let removed: Vec<String> = c.groups_removed.iter().map(|g| format!("-{g}")).collect();
                 let added: Vec<String> = c.groups_added.iter().map(|g| format!("+{g}")).collect();
-                let _ = writeln!(out, "| targets.groups | {} | {} | |", code(&removed.join(" ")), code(&added.join(" ")));
+                let _ = writeln!(
+                    out,
+                    "| targets.groups | {} | {} | |",
+                    code(&removed.join(" ")),
+                    code(&added.join(" "))
+                );
             }
         }
         if !c.reasons.is_empty() {
@@ -78,7 +110,10 @@ pub fn plan_markdown(plan: &Plan) -> String {
         }
         let _ = writeln!(out, "\n**Needs:** {}", requirements_line(&c.requirements));
         if !c.rollback_effective {
-            let _ = writeln!(out, "\n> **Rollback is not fully effective:** undoing this change will not undo all of its effect.");
+            let _ = writeln!(
+                out,
+                "\n> **Rollback is not fully effective:** undoing this change will not undo all of its effect."
+            );
         }
         for v in &c.violations {
             let _ = writeln!(out, "\n> **Blocked:** {v}");

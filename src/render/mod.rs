@@ -42,7 +42,13 @@ fn show_value(v: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Array(items) => format!("[{}]", items.iter().map(show_value).collect::<Vec<_>>().join(", ")),
         Value::Object(m) => {
-            format!("{{{}}}", m.iter().map(|(k, v)| format!("{k}: {}", show_value(v))).collect::<Vec<_>>().join(", "))
+            format!(
+                "{{{}}}",
+                m.iter()
+                    .map(|(k, v)| format!("{k}: {}", show_value(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         }
         other => other.to_string(),
     }

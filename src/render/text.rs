@@ -65,12 +65,12 @@ pub fn plan_text(plan: &Plan, style: Style) -> String {
         let moved = c.old_path.as_ref().map(|p| format!(" (from {p})")).unwrap_or_default();
         let _ = writeln!(
             out,
-            "{}  {:?} {}{}  {:?}  {}{}",
+            "{}  {} {}{}  {}  {}{}",
             style.tier(c.tier),
-            c.kind,
+            c.kind.as_str(),
             style.paint("1", &c.name),
             platform,
-            c.op,
+            c.op.as_str(),
             c.path,
             moved
         );
@@ -82,13 +82,22 @@ pub fn plan_text(plan: &Plan, style: Style) -> String {
                 (s.key.clone(), o, n, style.direction(s.direction))
             })
             .chain(c.fields.iter().map(|f| {
-                let (o, n) = (super::show(Some(&f.old), VALUE_WIDTH), super::show(Some(&f.new), VALUE_WIDTH));
+                let (o, n) = (
+                    super::show(Some(&f.old), VALUE_WIDTH),
+                    super::show(Some(&f.new), VALUE_WIDTH),
+                );
                 (f.field.clone(), o, n, String::new())
             }))
             .chain((!c.groups_added.is_empty() || !c.groups_removed.is_empty()).then(|| {
                 let removed: Vec<String> = c.groups_removed.iter().map(|g| format!("-{g}")).collect();
                 let added: Vec<String> = c.groups_added.iter().map(|g| format!("+{g}")).collect();
-                let none = |v: Vec<String>| if v.is_empty() { "(none)".to_string() } else { v.join(" ") };
+                let none = |v: Vec<String>| {
+                    if v.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        v.join(" ")
+                    }
+                };
                 ("targets.groups".to_string(), none(removed), none(added), String::new())
             }))
             .collect();
@@ -104,7 +113,14 @@ pub fn plan_text(plan: &Plan, style: Style) -> String {
         }
         let _ = writeln!(out, "    needs: {}", requirements_line(&c.requirements));
         if !c.rollback_effective {
-            let _ = writeln!(out, "    {}", style.paint("1;33", "rollback: NOT fully effective; undoing this will not undo all of its effect"));
+            let _ = writeln!(
+                out,
+                "    {}",
+                style.paint(
+                    "1;33",
+                    "rollback: NOT fully effective; undoing this will not undo all of its effect"
+                )
+            );
         }
         for v in &c.violations {
             let _ = writeln!(out, "    {} {v}", style.paint("1;31", "BLOCKED:"));
