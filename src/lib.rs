@@ -6,15 +6,15 @@
 //! glues them to the terminal.
 
 pub mod catalog;
-pub mod ids;
-pub mod risk;
-pub mod source;
-pub mod tree;
-pub mod format;
+pub mod cli;
 pub mod diff;
 pub mod digest;
-pub mod snapshot;
-pub mod plan;
 pub mod explain;
+pub mod format;
+pub mod ids;
+pub mod plan;
 pub mod render;
-pub mod cli;
+pub mod risk;
+pub mod snapshot;
+pub mod source;
+pub mod tree;
