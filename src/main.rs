@@ -11,6 +11,10 @@ fn main() -> ExitCode {
     let mut out = stdout.lock();
     match tollgate::cli::run(cli, &mut out) {
         Ok(exit) => ExitCode::from(exit.code()),
+        // `tollgate plan ... | head` closing the pipe is not a failure.
+        Err(err) if err.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => {
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             eprintln!("tollgate: {err:#}");
             ExitCode::from(1)

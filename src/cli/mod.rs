@@ -93,9 +93,10 @@ pub enum Command {
     },
     /// Write a sample governed repo with a realistic history and plan every commit.
     Quickstart {
-        /// Where to create the sample repo (must not exist or be empty).
-        #[arg(long, default_value = "tollgate-quickstart")]
-        dir: PathBuf,
+        /// Where to create the sample repo (must not exist or be empty);
+        /// by default a new directory under the system temp dir.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -131,7 +132,13 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Exit> {
             platform,
             group,
         } => explain_cmd(&repo, rev.as_deref(), &platform, &group, out, cli.output),
-        Command::Quickstart { dir } => quickstart_cmd(&dir, out, style),
+        Command::Quickstart { dir } => {
+            let dir = dir.unwrap_or_else(|| {
+                let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
+                std::env::temp_dir().join(format!("tollgate-quickstart-{stamp}-{}", std::process::id()))
+            });
+            quickstart_cmd(&dir, out, style)
+        }
     }
 }
 
