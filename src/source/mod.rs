@@ -1,1 +1,15 @@
-//! Sources (placeholder until written).
+//! Adapters that turn a governed repo into [`SourceFile`](crate::tree::SourceFile)s.
+//!
+//! [`git`] reads commits straight from the object database (bare mirrors,
+//! old revisions, cheap tree-to-tree change lists, fetching from a remote);
+//! [`worktree`] reads a plain directory with uncommitted edits. Both apply the
+//! same rule: governed files are read, every symlink or submodule under a
+//! governed root is reported (never followed) so validation can reject it, and
+//! files over [`MAX_FILE_BYTES`](crate::tree::MAX_FILE_BYTES) are reported by
+//! size without being read.
+
+pub mod git;
+pub mod worktree;
+
+pub use git::{clone_or_fetch, ChangeStatus, CommitInfo, GitError, GitRepo, PathChange};
+pub use worktree::{read_worktree, WorktreeError};
