@@ -177,11 +177,11 @@ fn conflicting_baselines_are_reported() {
         message: "m",
         files: HISTORY[0].files,
     }];
-    let files: &'static [(&str, Option<&str>)] = Box::leak(Box::new([("baselines/ios/exec-ios.yaml", Some(other))]));
+    let files = [("baselines/ios/exec-ios.yaml", Some(other))];
     history.push(SampleCommit {
         author: "b",
         message: "exec",
-        files,
+        files: &files,
     });
     write_sample_repo(dir.path(), &history).unwrap();
     let repo = dir.path().to_str().unwrap();
@@ -315,4 +315,166 @@ decision := {"tier": 0, "reasons": ["anything goes"], "requirements": {"approval
     let p = plan_of(dir2.path(), Some("HEAD~1"), "HEAD");
     assert_eq!(p.tier, 0, "{:?}", p.changes);
     assert_eq!(p.changes[0].reasons, ["anything goes"]);
+}
+
+fn repo_with(files: &[(&str, Option<&str>)]) -> TempDir {
+    let dir = TempDir::new().unwrap();
+    let history = [
+        SampleCommit {
+            author: "a",
+            message: "base",
+            files: HISTORY[0].files,
+        },
+        SampleCommit {
+            author: "b",
+            message: "change",
+            files,
+        },
+    ];
+    write_sample_repo(dir.path(), &history).unwrap();
+    dir
+}
+
+#[test]
+fn duplicate_names_and_unknown_owners_fail_validation() {
+    let dup = "apiVersion: tollgate.dev/v1alpha1\nkind: Baseline\nmetadata:\n  name: corp-ios\n  owners: [mdm-nobody]\nspec:\n  platform: ios\n  targets: {groups: [x]}\n  settings: {passcode.required: true}\n";
+    let dir = repo_with(&[("baselines/ios/copy.yaml", Some(dup))]);
+    let (code, out, _) = tollgate(&[
+        "validate",
+        "--repo",
+        dir.path().to_str().unwrap(),
+        "--rev",
+        "HEAD",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let messages: Vec<&str> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.contains("name `corp-ios` is already used")),
+        "{messages:?}"
+    );
+    let dup_err = &v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["message"].as_str().unwrap().contains("already used"))
+        .unwrap();
+    assert_eq!(dup_err["line"], 4, "{dup_err}");
+}
+
+#[test]
+fn owners_must_be_approver_groups() {
+    let stray = "apiVersion: tollgate.dev/v1alpha1\nkind: Baseline\nmetadata:\n  name: kiosk-ios\n  owners: [mdm-nobody]\nspec:\n  platform: ios\n  targets: {groups: [kiosks]}\n  settings: {passcode.required: true}\n";
+    let dir = repo_with(&[("baselines/ios/kiosk.yaml", Some(stray))]);
+    let (code, out, _) = tollgate(&["validate", "--repo", dir.path().to_str().unwrap(), "--rev", "HEAD"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("baselines/ios/kiosk.yaml:5:12: owner `mdm-nobody` is not an approver group of tollgate.yaml"),
+        "{out}"
+    );
+}
+
+#[test]
+fn exception_must_exempt_something_its_baseline_sets() {
+    let exc = "apiVersion: tollgate.dev/v1alpha1\nkind: Exception\nmetadata: {name: odd}\nspec:\n  baseline: corp-ios\n  settings: [passcode.history]\n  scope: {devices: [serial:1]}\n  reason: testing\n  expires: 2026-12-01T00:00:00Z\n";
+    let dir = repo_with(&[("exceptions/odd.yaml", Some(exc))]);
+    let (code, out, _) = tollgate(&["validate", "--repo", dir.path().to_str().unwrap(), "--rev", "HEAD"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("does not set `passcode.history`"), "{out}");
+}
+
+#[test]
+fn blast_radius_from_a_fleet_file_raises_the_tier() {
+    let (dir, _) = sample();
+    let repo = dir.path().to_str().unwrap();
+    let fleet = dir.path().join("fleet.yaml");
+    // iOS tightening of min_length: T2 alone; over 10% of the fleet adds one.
+    std::fs::write(
+        &fleet,
+        "devices: 1000\ngroups: {all-corporate-iphones: 300, mdm-canary: 10, mdm-pilot: 40}\n",
+    )
+    .unwrap();
+    let (code, out, err) = tollgate(&[
+        "plan",
+        "--repo",
+        repo,
+        "--base",
+        "HEAD~9",
+        "--head",
+        "HEAD~8",
+        "--fleet",
+        fleet.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["changes"][0]["tier"], 3, "{}", v["changes"][0]["reasons"]);
+    std::fs::write(
+        &fleet,
+        "devices: 100000\ngroups: {all-corporate-iphones: 300, mdm-canary: 10, mdm-pilot: 40}\n",
+    )
+    .unwrap();
+    let (_, out, _) = tollgate(&[
+        "plan",
+        "--repo",
+        repo,
+        "--base",
+        "HEAD~9",
+        "--head",
+        "HEAD~8",
+        "--fleet",
+        fleet.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["changes"][0]["tier"], 2);
+    std::fs::write(&fleet, "devices: many\n").unwrap();
+    let (code, _, err) = tollgate(&[
+        "plan",
+        "--repo",
+        repo,
+        "--base",
+        "HEAD~9",
+        "--fleet",
+        fleet.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("fleet.yaml"), "{err}");
+}
+
+#[test]
+fn worktree_symlinks_are_rejected_not_followed() {
+    let (dir, _) = sample();
+    let secret = TempDir::new().unwrap();
+    std::fs::write(secret.path().join("x.yaml"), "not: governed").unwrap();
+    std::os::unix::fs::symlink(secret.path().join("x.yaml"), dir.path().join("baselines/ios/evil.yaml")).unwrap();
+    std::os::unix::fs::symlink(secret.path(), dir.path().join("baselines/outside")).unwrap();
+    let (code, out, _) = tollgate(&["validate", "--repo", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("baselines/ios/evil.yaml:1:1: is a symbolic link"), "{out}");
+    assert!(out.contains("baselines/outside:1:1: is a symbolic link"), "{out}");
+    assert!(!out.contains("not: governed"));
+}
+
+#[test]
+fn plan_of_a_missing_revision_names_it() {
+    let (dir, _) = sample();
+    let (code, _, err) = tollgate(&[
+        "plan",
+        "--repo",
+        dir.path().to_str().unwrap(),
+        "--base",
+        "no-such-branch",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no-such-branch"), "{err}");
 }

@@ -12,10 +12,10 @@ use crate::render::{plan_text, Style};
 use crate::source::git::GitRepo;
 
 /// One commit of the sample history: files written (Some) or deleted (None).
-pub struct SampleCommit {
-    pub author: &'static str,
-    pub message: &'static str,
-    pub files: &'static [(&'static str, Option<&'static str>)],
+pub struct SampleCommit<'a> {
+    pub author: &'a str,
+    pub message: &'a str,
+    pub files: &'a [(&'a str, Option<&'a str>)],
 }
 
 const CONFIG: &str = r#"apiVersion: tollgate.dev/v1alpha1
@@ -271,7 +271,7 @@ spec:
 
 /// The sample history: tightening, loosening, trust anchors, cosmetic,
 /// exceptions, governance, a move and a pure reformatting, on four platforms.
-pub const HISTORY: &[SampleCommit] = &[
+pub const HISTORY: &[SampleCommit<'static>] = &[
     SampleCommit {
         author: "priya",
         message: "Initial baselines for iOS, Android, Windows and macOS",
