@@ -860,7 +860,7 @@ fn clone_or_fetch_rejects_bad_destinations_and_branches() {
     assert!(chain(&err).contains("does-not-exist.git"), "{}", chain(&err));
 }
 
-/// A `git daemon` on 127.0.0.1, killed when dropped.
+/// A `git daemon` on 127.0.0.1, killed (and reaped) when dropped.
 struct Daemon {
     child: Child,
     port: u16,
@@ -873,8 +873,16 @@ impl Daemon {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("git")
-            .arg("daemon")
+        // `git daemon` would run `git-daemon` as a child of `git`, and killing
+        // `git` would orphan it; start the daemon binary itself instead.
+        let exec_path = Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .expect("the git CLI must be installed");
+        assert!(exec_path.status.success(), "git --exec-path failed");
+        let exec_dir = String::from_utf8(exec_path.stdout).unwrap();
+        let daemon_bin = Path::new(exec_dir.trim()).join("git-daemon");
+        let child = Command::new(&daemon_bin)
             .arg("--reuseaddr")
             .arg(format!("--base-path={}", base.display()))
             .arg("--export-all")
@@ -887,7 +895,7 @@ impl Daemon {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("the git CLI (with git daemon) must be installed");
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", daemon_bin.display()));
         let mut daemon = Daemon { child, port };
         let deadline = Instant::now() + Duration::from_secs(15);
         while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
