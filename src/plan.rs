@@ -253,3 +253,92 @@ pub fn plan(
         changes: planned,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::diff_snapshots;
+    use crate::tree::{FileContent, RepoPath, SourceFile};
+
+    fn snap(text: &str) -> Snapshot {
+        let f = SourceFile {
+            path: RepoPath::new("baselines/ios/corp-ios.yaml").unwrap(),
+            content: FileContent::Blob(text.as_bytes().to_vec()),
+        };
+        let (s, errors) = Snapshot::build(&[f], Catalog::builtin());
+        assert!(errors.is_empty(), "{errors:?}");
+        s
+    }
+
+    const IOS: &str = "apiVersion: tollgate.dev/v1alpha1\nkind: Baseline\nmetadata: {name: corp-ios, owners: [mdm-ios]}\nspec:\n  platform: ios\n  targets: {groups: [phones]}\n  settings: {passcode.min_length: 8}\n";
+
+    #[test]
+    fn policy_input_keeps_the_design_field_names() {
+        let (base, head) = (snap(IOS), snap(&IOS.replace("min_length: 8", "min_length: 4")));
+        let changes = diff_snapshots(&base, &head, Catalog::builtin());
+        let fleet = Fleet {
+            devices: 35_000,
+            groups: [("phones".to_string(), 4_200)].into(),
+        };
+        let ctx = PlanContext {
+            catalog: Catalog::builtin(),
+            base: &base,
+            head: &head,
+            author: "alice",
+            fleet: Some(&fleet),
+            now: Utc::now(),
+        };
+        let input = policy_input(&changes[0], &ctx);
+        assert_eq!(input["author"], "alice");
+        assert_eq!(input["fleet"], json!({"devices": 35_000}));
+        let c = &input["change"];
+        assert_eq!(c["kind"], "baseline");
+        assert_eq!(c["op"], "modified");
+        assert_eq!(c["name"], "corp-ios");
+        assert_eq!(c["platform"], "ios");
+        assert_eq!(c["path"], "baselines/ios/corp-ios.yaml");
+        assert_eq!(c["owners"], json!(["mdm-ios"]));
+        assert_eq!(c["targets"], json!({"groups_added": [], "groups_removed": []}));
+        assert_eq!(c["blast_radius"]["devices"], 4_200);
+        assert!((c["blast_radius"]["fleet_fraction"].as_f64().unwrap() - 0.12).abs() < 1e-9);
+        let s = &c["settings"][0];
+        assert_eq!(s["key"], "passcode.min_length");
+        assert_eq!(s["op"], "changed");
+        assert_eq!((s["old"].clone(), s["new"].clone()), (json!(8), json!(4)));
+        assert_eq!(s["direction"], "loosen");
+        assert_eq!(
+            s["catalog"],
+            json!({"category": "passcode", "default_tier": 2, "side_effects": ["user_prompt"], "rollback_effective": true})
+        );
+    }
+
+    #[test]
+    fn a_failing_policy_refuses_the_change_as_t3() {
+        let (base, head) = (snap(IOS), snap(&IOS.replace("min_length: 8", "min_length: 9")));
+        let changes = diff_snapshots(&base, &head, Catalog::builtin());
+        let ctx = PlanContext {
+            catalog: Catalog::builtin(),
+            base: &base,
+            head: &head,
+            author: "a",
+            fleet: None,
+            now: Utc::now(),
+        };
+        let broken = "package tollgate.risk\nimport rego.v1\ndecision := {\"tier\": 9}\n";
+        let mut engine = PolicyEngine::from_sources(&[("policy/x.rego".into(), broken.into())]).unwrap();
+        let p = plan(
+            CommitSha::new("a".repeat(40)),
+            CommitSha::new("b".repeat(40)),
+            changes,
+            &mut engine,
+            &ctx,
+        );
+        assert_eq!(p.tier, 3);
+        assert!(p.has_violations());
+        assert!(
+            p.changes[0].violations[0].contains("risk policy failed"),
+            "{:?}",
+            p.changes[0].violations
+        );
+    }
+}
