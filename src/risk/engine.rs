@@ -1,0 +1,377 @@
+//! The risk policy engine: Rego evaluated with regorus, output validated.
+//!
+//! A policy is compiled once ([`PolicyEngine::builtin`] or
+//! [`PolicyEngine::from_sources`]); each evaluation only sets the input and
+//! evaluates `data.tollgate.risk.decision`. Whatever the policy returns is
+//! checked against the output contract before anyone acts on it: a policy that
+//! is undefined for an input, or returns a tier of 7, is an error, never a
+//! decision. Callers fail closed on any [`RiskError`] (see
+//! [`RiskDecision::refused`]).
+
+use std::collections::BTreeSet;
+use std::error::Error as StdError;
+
+use serde::{Deserialize, Serialize};
+
+use super::input::PolicyInput;
+
+/// The rule every risk policy must define.
+pub const DECISION_RULE: &str = "data.tollgate.risk.decision";
+
+/// The package that rule lives in.
+pub const DECISION_PACKAGE: &str = "data.tollgate.risk";
+
+/// Path of the builtin policy in this project (also its name in errors).
+pub const BUILTIN_POLICY_PATH: &str = "policies/risk.rego";
+
+/// Text of the builtin policy.
+pub const BUILTIN_POLICY: &str = include_str!("../../policies/risk.rego");
+
+/// Highest tier (T3, critical).
+pub const MAX_TIER: u8 = 3;
+
+type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Why a policy could not be loaded or gave no usable decision.
+#[derive(Debug, thiserror::Error)]
+pub enum RiskError {
+    #[error("no risk policy source was given")]
+    NoSources,
+    #[error("risk policy {path} does not parse")]
+    Parse {
+        path: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("risk policy does not define {rule}")]
+    MissingDecision { rule: String },
+    #[error("risk policy does not compile")]
+    Compile {
+        #[source]
+        source: BoxError,
+    },
+    #[error("risk policy input could not be encoded")]
+    Input {
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("risk policy evaluation failed")]
+    Evaluation {
+        #[source]
+        source: BoxError,
+    },
+    #[error("risk policy decision is undefined for this change ({rule} has no value)")]
+    Undefined { rule: String },
+    #[error("risk policy returned a malformed decision: {problem}")]
+    Malformed { problem: String },
+}
+
+impl RiskError {
+    fn malformed(problem: impl Into<String>) -> Self {
+        RiskError::Malformed {
+            problem: problem.into(),
+        }
+    }
+}
+
+/// A validated risk decision (DESIGN 3 output, plus `violations` and
+/// `requirements.fresh_approval_per_ring`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RiskDecision {
+    /// 0 (routine) ..= 3 (critical).
+    pub tier: u8,
+    /// One short sentence per contribution to the tier, in policy order.
+    pub reasons: Vec<String>,
+    pub requirements: Requirements,
+    /// False when undoing the change would not undo its effect on devices.
+    pub rollback_effective: bool,
+    /// Non-empty means the change cannot be promoted at all.
+    pub violations: Vec<String>,
+}
+
+/// What a promotion of the change needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requirements {
+    /// Number of counting approvals.
+    pub approvals: u32,
+    /// Groups whose members may approve; empty means any approver group. For
+    /// T3 the first group (mdm-security) must supply one of the approvals.
+    pub approver_groups: Vec<String>,
+    /// Named window (from `tollgate.yaml`) promotions must happen in.
+    pub window: Option<String>,
+    /// Factor applied to each ring's configured soak time.
+    pub soak_multiplier: f64,
+    /// Approval must be renewed before each ring after the first.
+    pub fresh_approval_per_ring: bool,
+}
+
+impl RiskDecision {
+    /// The decision a caller acts on when the policy failed: T3 with T3
+    /// requirements, and a violation so the change is not promoted.
+    pub fn refused(error: &RiskError) -> Self {
+        let mut chain = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            chain.push_str(": ");
+            chain.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        RiskDecision {
+            tier: MAX_TIER,
+            reasons: vec![format!("risk policy failed, treated as T3: {chain}")],
+            requirements: Requirements {
+                approvals: 2,
+                approver_groups: vec!["mdm-security".to_owned()],
+                window: Some("business-hours".to_owned()),
+                soak_multiplier: 2.0,
+                fresh_approval_per_ring: true,
+            },
+            rollback_effective: false,
+            violations: vec![format!("risk policy failed: {chain}")],
+        }
+    }
+
+    /// Whether the change may be promoted once its requirements are met.
+    pub fn is_promotable(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// The policy's output as written, before validation. Optional fields are the
+/// ones this crate added to the DESIGN contract, so a policy written against
+/// the bare contract still works.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDecision {
+    tier: serde_json::Value,
+    reasons: Vec<String>,
+    requirements: RawRequirements,
+    rollback_effective: bool,
+    #[serde(default)]
+    violations: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequirements {
+    approvals: serde_json::Value,
+    approver_groups: Vec<String>,
+    window: Option<String>,
+    soak_multiplier: f64,
+    #[serde(default)]
+    fresh_approval_per_ring: Option<bool>,
+}
+
+/// A non-negative integer, accepting integral floats (`2.0`) since Rego
+/// engines differ in how they print numbers.
+fn whole_number(value: &serde_json::Value, field: &str) -> Result<u64, RiskError> {
+    let number = value
+        .as_number()
+        .ok_or_else(|| RiskError::malformed(format!("{field} is {value}, not a number")))?;
+    if let Some(n) = number.as_u64() {
+        return Ok(n);
+    }
+    match number.as_f64() {
+        Some(f) if f >= 0.0 && f.fract() == 0.0 && f <= u32::MAX as f64 => Ok(f as u64),
+        _ => Err(RiskError::malformed(format!(
+            "{field} is {number}, not a whole number >= 0"
+        ))),
+    }
+}
+
+/// Checks a policy's raw output against the output contract.
+pub fn validate_decision(raw: serde_json::Value) -> Result<RiskDecision, RiskError> {
+    let raw: RawDecision = serde_json::from_value(raw).map_err(|e| RiskError::malformed(e.to_string()))?;
+    let tier = whole_number(&raw.tier, "tier")?;
+    if tier > u64::from(MAX_TIER) {
+        return Err(RiskError::malformed(format!("tier is {tier}, not in 0..=3")));
+    }
+    let tier = tier as u8;
+    let approvals = whole_number(&raw.requirements.approvals, "requirements.approvals")?;
+    let approvals = u32::try_from(approvals)
+        .map_err(|_| RiskError::malformed(format!("requirements.approvals is {approvals}, too large")))?;
+    if tier > 0 && approvals == 0 {
+        return Err(RiskError::malformed(format!("tier {tier} requires no approval")));
+    }
+    let mut seen = BTreeSet::new();
+    for group in &raw.requirements.approver_groups {
+        if group.trim().is_empty() {
+            return Err(RiskError::malformed("requirements.approver_groups has an empty name"));
+        }
+        if !seen.insert(group.as_str()) {
+            return Err(RiskError::malformed(format!(
+                "requirements.approver_groups lists {group} twice"
+            )));
+        }
+    }
+    if matches!(&raw.requirements.window, Some(w) if w.trim().is_empty()) {
+        return Err(RiskError::malformed("requirements.window is an empty name"));
+    }
+    let soak = raw.requirements.soak_multiplier;
+    if !soak.is_finite() || soak <= 0.0 {
+        return Err(RiskError::malformed(format!(
+            "requirements.soak_multiplier is {soak}, not a positive number"
+        )));
+    }
+    if raw.reasons.iter().chain(&raw.violations).any(|r| r.trim().is_empty()) {
+        return Err(RiskError::malformed("an empty reason or violation"));
+    }
+    Ok(RiskDecision {
+        tier,
+        reasons: raw.reasons,
+        requirements: Requirements {
+            approvals,
+            approver_groups: raw.requirements.approver_groups,
+            window: raw.requirements.window,
+            soak_multiplier: soak,
+            // DESIGN 3 asks T3 for a fresh approval per ring; a policy that
+            // does not say otherwise gets exactly that.
+            fresh_approval_per_ring: raw.requirements.fresh_approval_per_ring.unwrap_or(tier == MAX_TIER),
+        },
+        rollback_effective: raw.rollback_effective,
+        violations: raw.violations,
+    })
+}
+
+/// A compiled risk policy, ready to evaluate changes.
+///
+/// Evaluation takes `&mut self` (regorus keeps per-evaluation state in the
+/// engine); clone the engine to evaluate on several threads.
+#[derive(Debug, Clone)]
+pub struct PolicyEngine {
+    engine: regorus::Engine,
+    rule: String,
+}
+
+impl PolicyEngine {
+    /// The policy this project ships (`policies/risk.rego`).
+    pub fn builtin() -> Result<Self, RiskError> {
+        Self::from_sources(&[(BUILTIN_POLICY_PATH.to_owned(), BUILTIN_POLICY.to_owned())])
+    }
+
+    /// A policy made of the given `(path, rego text)` modules, e.g. a governed
+    /// repo's `policy/*.rego`. One of them must define
+    /// `data.tollgate.risk.decision`.
+    pub fn from_sources(sources: &[(String, String)]) -> Result<Self, RiskError> {
+        if sources.is_empty() {
+            return Err(RiskError::NoSources);
+        }
+        let mut engine = regorus::Engine::new();
+        // Rego v1 syntax, as OPA 1.x; builtin errors abort evaluation (OPA's
+        // --strict-builtin-errors) so a policy cannot silently lose a violation.
+        engine.set_rego_v0(false);
+        engine.set_strict_builtin_errors(true);
+        for (path, text) in sources {
+            engine
+                .add_policy(path.clone(), text.clone())
+                .map_err(|e| RiskError::Parse {
+                    path: path.clone(),
+                    source: e.into(),
+                })?;
+        }
+        let missing = || RiskError::MissingDecision {
+            rule: DECISION_RULE.to_owned(),
+        };
+        let packages = engine
+            .get_packages()
+            .map_err(|e| RiskError::Compile { source: e.into() })?;
+        if !packages.iter().any(|p| p == DECISION_PACKAGE) {
+            return Err(missing());
+        }
+        // Compiling for the entry point runs regorus's analysis once, up front,
+        // and checks that the rule exists; evaluations reuse the result.
+        if let Err(e) = engine.compile_with_entrypoint(&DECISION_RULE.into()) {
+            return Err(if e.to_string().contains("not a valid rule path") {
+                missing()
+            } else {
+                RiskError::Compile { source: e.into() }
+            });
+        }
+        Ok(PolicyEngine {
+            engine,
+            rule: DECISION_RULE.to_owned(),
+        })
+    }
+
+    /// Evaluates the policy for one change and validates the decision.
+    pub fn evaluate(&mut self, input: &PolicyInput) -> Result<RiskDecision, RiskError> {
+        let input = serde_json::to_value(input).map_err(|source| RiskError::Input { source })?;
+        validate_decision(self.evaluate_raw(&input)?)
+    }
+
+    /// Like [`evaluate`](Self::evaluate) for an input given as JSON; returns
+    /// the validated decision as JSON.
+    pub fn evaluate_json(&mut self, input: &serde_json::Value) -> Result<serde_json::Value, RiskError> {
+        let decision = validate_decision(self.evaluate_raw(input)?)?;
+        serde_json::to_value(decision).map_err(|source| RiskError::Input { source })
+    }
+
+    /// The policy's output exactly as it returned it, unvalidated: for parity
+    /// checks against other Rego engines and for debugging a policy. Only an
+    /// undefined decision is an error here.
+    pub fn evaluate_raw(&mut self, input: &serde_json::Value) -> Result<serde_json::Value, RiskError> {
+        self.engine.set_input(regorus::Value::from(input.clone()));
+        let value = self
+            .engine
+            .eval_rule(self.rule.clone())
+            .map_err(|e| RiskError::Evaluation { source: e.into() })?;
+        if value == regorus::Value::Undefined {
+            return Err(RiskError::Undefined {
+                rule: self.rule.clone(),
+            });
+        }
+        serde_json::to_value(&value).map_err(|source| RiskError::Input { source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn decision(tier: serde_json::Value) -> serde_json::Value {
+        json!({"tier": tier, "reasons": ["r"],
+               "requirements": {"approvals": 1, "approver_groups": [], "window": null, "soak_multiplier": 1},
+               "rollback_effective": true})
+    }
+
+    #[test]
+    fn bare_contract_output_gets_defaults() {
+        let d = validate_decision(decision(json!(1))).unwrap();
+        assert!(d.violations.is_empty());
+        assert!(!d.requirements.fresh_approval_per_ring);
+        assert_eq!(d.requirements.soak_multiplier, 1.0);
+    }
+
+    #[test]
+    fn integral_float_tier_is_accepted_fractional_is_not() {
+        assert_eq!(validate_decision(decision(json!(2.0))).unwrap().tier, 2);
+        assert!(validate_decision(decision(json!(1.5))).is_err());
+        assert!(validate_decision(decision(json!(-1))).is_err());
+        assert!(validate_decision(decision(json!("2"))).is_err());
+    }
+
+    #[test]
+    fn unknown_output_field_is_malformed() {
+        let mut d = decision(json!(1));
+        d["teir"] = json!(1);
+        assert!(matches!(validate_decision(d), Err(RiskError::Malformed { .. })));
+    }
+
+    #[test]
+    fn refused_is_t3_and_not_promotable() {
+        let d = RiskDecision::refused(&RiskError::Undefined {
+            rule: DECISION_RULE.into(),
+        });
+        assert_eq!(d.tier, 3);
+        assert!(!d.is_promotable());
+    }
+
+    #[test]
+    fn engine_can_move_between_threads() {
+        fn assert_send<T: Send>() {}
+        assert_send::<PolicyEngine>();
+    }
+}
