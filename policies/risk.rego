@@ -30,6 +30,9 @@
 #   for every exempted setting; removing one is T1 (devices return under
 #   control). An exception without reason or expiry, expiring more than 90 days
 #   ahead, or already expired is a violation: it cannot be promoted at all.
+# - A baseline whose owners, priority or platform change is at least T2: owners
+#   decide who approves its future changes, priority decides which baseline wins
+#   where targets overlap, and the platform decides which devices it reaches.
 # - Unknown change kinds are T3 (fail closed).
 package tollgate.risk
 
@@ -234,6 +237,31 @@ removed_contribution := [{"tier": 2, "reason": r}] if {
 target_contributions := array.concat(added_contribution, removed_contribution)
 
 # ---------------------------------------------------------------------------
+# Baseline fields outside spec.settings.
+
+field_meanings := {
+	"metadata.owners": "owners decide who approves this baseline's changes",
+	"spec.priority": "priority decides which baseline wins where targets overlap",
+	"spec.platform": "the platform decides which devices get this baseline",
+}
+
+changed_fields := f if {
+	f := object.get(change, "fields", [])
+	is_array(f)
+} else := []
+
+field_contributions := [c |
+	kind == "baseline"
+	some f in changed_fields
+	is_object(f)
+	meaning := field_meanings[object.get(f, "field", "")]
+	c := {"tier": 2, "reason": sprintf(
+		"%s changed (%s -> %s): default tier 1, +1 because %s",
+		[f.field, render(object.get(f, "old", null)), render(object.get(f, "new", null)), meaning],
+	)}
+]
+
+# ---------------------------------------------------------------------------
 # Exceptions. An exempted setting is an object {key, catalog} or, from a
 # hand-written caller, a bare key (then uncatalogued: fail closed).
 
@@ -345,7 +373,10 @@ kind_contributions := [{"tier": 3, "reason": r}] if {
 	r := sprintf("unknown change kind %v: T3 (fail closed)", [kind])
 }
 
-contributions := array.concat(kind_contributions, array.concat(setting_contributions, target_contributions))
+contributions := array.concat(
+	kind_contributions,
+	array.concat(setting_contributions, array.concat(field_contributions, target_contributions)),
+)
 
 base_tier := max(array.concat([0], [c.tier | some c in contributions]))
 

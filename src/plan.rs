@@ -5,12 +5,16 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::catalog::Catalog;
 use crate::diff::{ChangeOp, DocChange, DocKind, FieldChange, SettingChange};
+use crate::format::Scope;
 use crate::ids::{CommitSha, Digest, Platform};
-use crate::risk::{validate_decision, PolicyEngine, Requirements, RiskDecision};
+use crate::risk::{
+    BlastRadius, CatalogInput, ChangeInput, ExceptionInput, ExemptedSettingInput, FleetInput, PolicyEngine,
+    PolicyInput, Requirements, RiskDecision, SettingInput, TargetsInput,
+};
 use crate::snapshot::Snapshot;
 
 /// Device counts, so the policy can weigh blast radius (`plan --fleet`).
@@ -87,124 +91,107 @@ pub struct PlanContext<'a> {
 
 /// Builds the policy input of one change (DESIGN 3; extra fields are added,
 /// none renamed).
-pub fn policy_input(change: &DocChange, ctx: &PlanContext) -> Value {
-    let settings: Vec<Value> = change
+pub fn policy_input(change: &DocChange, ctx: &PlanContext) -> PolicyInput {
+    let settings = change
         .settings
         .iter()
-        .map(|s| {
-            let catalog = ctx.catalog.get(&s.key).map(catalog_input);
-            json!({"key": s.key, "op": s.op, "old": s.old, "new": s.new, "direction": s.direction,
-                   "catalog": catalog, "members_added": s.members_added, "members_removed": s.members_removed})
+        .map(|s| SettingInput {
+            key: s.key.clone(),
+            op: s.op,
+            old: s.old.clone().unwrap_or(Value::Null),
+            new: s.new.clone().unwrap_or(Value::Null),
+            direction: s.direction,
+            catalog: ctx.catalog.get(&s.key).map(catalog_input),
+            members_added: s.members_added.clone(),
+            members_removed: s.members_removed.clone(),
         })
         .collect();
-    let baseline = ctx
-        .head
-        .baselines
-        .get(&change.name)
-        .or_else(|| ctx.base.baselines.get(&change.name));
-    let owners: Vec<String> = match change.kind {
-        DocKind::Baseline => baseline.map(|b| b.doc.owners.clone()).unwrap_or_default(),
-        // An exception is owned by the owners of the baseline it exempts from.
-        DocKind::Exception => {
-            let exc = ctx
-                .head
-                .exceptions
-                .get(&change.name)
-                .or_else(|| ctx.base.exceptions.get(&change.name));
-            exc.and_then(|e| {
-                ctx.head
-                    .baselines
-                    .get(&e.doc.baseline)
-                    .or_else(|| ctx.base.baselines.get(&e.doc.baseline))
-            })
-            .map(|b| b.doc.owners.clone())
-            .unwrap_or_default()
-        }
-        DocKind::Governance => Vec::new(),
-    };
-    let blast = match (ctx.fleet, change.kind) {
-        (Some(f), DocKind::Governance) => json!({"devices": f.devices, "fleet_fraction": 1.0}),
-        (Some(f), _) => {
-            let groups: Vec<String> = match change.kind {
-                DocKind::Baseline => {
-                    let mut g: Vec<String> = ctx
-                        .base
-                        .baselines
-                        .get(&change.name)
-                        .map(|b| b.doc.target_groups.clone())
-                        .unwrap_or_default();
-                    g.extend(
-                        ctx.head
-                            .baselines
-                            .get(&change.name)
-                            .map(|b| b.doc.target_groups.clone())
-                            .unwrap_or_default(),
-                    );
-                    g.sort();
-                    g.dedup();
-                    g
-                }
-                _ => exception_groups(change, ctx),
-            };
-            let devices = f.devices_in(&groups);
-            let fraction = if f.devices == 0 {
-                0.0
-            } else {
-                devices as f64 / f.devices as f64
-            };
-            json!({"devices": devices, "fleet_fraction": fraction})
-        }
-        (None, _) => Value::Null,
-    };
-    let mut input = json!({
-        "change": {
-            "kind": change.kind, "op": change.op, "name": change.name,
-            "platform": change.platform, "path": change.path,
-            "settings": settings,
-            "targets": {"groups_added": change.groups_added, "groups_removed": change.groups_removed},
-            "blast_radius": blast,
-            "owners": owners,
-            "fields": change.fields,
-        },
-        "author": ctx.author,
-        "fleet": ctx.fleet.map(|f| json!({"devices": f.devices})),
-    });
-    if change.kind == DocKind::Exception {
-        if let Some(e) = ctx.head.exceptions.get(&change.name) {
-            let days = (e.doc.expires - ctx.now).num_seconds().div_euclid(86_400);
-            let settings: Vec<Value> = e
-                .doc
-                .settings
-                .iter()
-                .map(|k| json!({"key": k, "catalog": ctx.catalog.get(k).map(catalog_input)}))
-                .collect();
-            input["change"]["exception"] = json!({
-                "baseline": e.doc.baseline, "settings": settings,
-                "days_until_expiry": days, "reason": e.doc.reason,
-            });
-        }
-    }
-    if change.kind == DocKind::Governance {
-        input["change"]["governance_file"] = json!(change.path);
-    }
-    input
-}
-
-/// The catalogue facts the policy sees for one setting.
-fn catalog_input(e: &crate::catalog::Entry) -> Value {
-    json!({"category": e.category, "default_tier": e.default_tier,
-           "side_effects": e.side_effects, "rollback_effective": e.rollback_effective})
-}
-
-fn exception_groups(change: &DocChange, ctx: &PlanContext) -> Vec<String> {
-    let exc = ctx
+    let find_baseline = |name: &str| ctx.head.baselines.get(name).or_else(|| ctx.base.baselines.get(name));
+    let exception = ctx
         .head
         .exceptions
         .get(&change.name)
         .or_else(|| ctx.base.exceptions.get(&change.name));
-    match exc.map(|e| &e.doc.scope) {
-        Some(crate::format::Scope::Groups(g)) => g.clone(),
-        _ => Vec::new(),
+    let owners: Vec<String> = match change.kind {
+        DocKind::Baseline => find_baseline(&change.name)
+            .map(|b| b.doc.owners.clone())
+            .unwrap_or_default(),
+        // An exception is owned by the owners of the baseline it exempts from.
+        DocKind::Exception => exception
+            .and_then(|e| find_baseline(&e.doc.baseline))
+            .map(|b| b.doc.owners.clone())
+            .unwrap_or_default(),
+        DocKind::Governance => Vec::new(),
+    };
+    let blast_radius = ctx.fleet.map(|f| match change.kind {
+        DocKind::Governance => BlastRadius::from_counts(f.devices, f.devices),
+        DocKind::Baseline => {
+            let mut groups: Vec<String> = [ctx.base, ctx.head]
+                .iter()
+                .filter_map(|s| s.baselines.get(&change.name))
+                .flat_map(|b| b.doc.target_groups.iter().cloned())
+                .collect();
+            groups.sort();
+            groups.dedup();
+            BlastRadius::from_counts(f.devices_in(&groups), f.devices)
+        }
+        DocKind::Exception => {
+            let groups = match exception.map(|e| &e.doc.scope) {
+                Some(Scope::Groups(g)) => g.clone(),
+                _ => Vec::new(),
+            };
+            BlastRadius::from_counts(f.devices_in(&groups), f.devices)
+        }
+    });
+    // The policy judges what an exception grants: the head version (the base
+    // one for a removal).
+    let exception = (change.kind == DocKind::Exception)
+        .then_some(exception)
+        .flatten()
+        .map(|e| ExceptionInput {
+            baseline: e.doc.baseline.clone(),
+            settings: e
+                .doc
+                .settings
+                .iter()
+                .map(|k| ExemptedSettingInput {
+                    key: k.clone(),
+                    catalog: ctx.catalog.get(k).map(catalog_input),
+                })
+                .collect(),
+            days_until_expiry: Some((e.doc.expires - ctx.now).num_seconds().div_euclid(86_400)),
+            reason: Some(e.doc.reason.clone()),
+        });
+    PolicyInput {
+        change: ChangeInput {
+            kind: change.kind,
+            op: change.op,
+            name: change.name.clone(),
+            platform: change.platform,
+            path: change.path.clone(),
+            settings,
+            targets: TargetsInput {
+                groups_added: change.groups_added.clone(),
+                groups_removed: change.groups_removed.clone(),
+            },
+            blast_radius,
+            owners,
+            exception,
+            governance_file: (change.kind == DocKind::Governance).then(|| change.path.clone()),
+            fields: change.fields.clone(),
+        },
+        author: ctx.author.to_string(),
+        fleet: ctx.fleet.map(|f| FleetInput { devices: f.devices }),
+    }
+}
+
+/// The catalogue facts the policy sees for one setting.
+fn catalog_input(e: &crate::catalog::Entry) -> CatalogInput {
+    CatalogInput {
+        category: e.category.clone(),
+        default_tier: e.default_tier,
+        side_effects: e.side_effects.clone(),
+        rollback_effective: e.rollback_effective,
     }
 }
 
@@ -221,10 +208,7 @@ pub fn plan(
     let mut planned = Vec::with_capacity(changes.len());
     for change in changes {
         let input = policy_input(&change, ctx);
-        let decision = engine
-            .evaluate_raw(&input)
-            .and_then(validate_decision)
-            .unwrap_or_else(|e| RiskDecision::refused(&e));
+        let decision = engine.evaluate(&input).unwrap_or_else(|e| RiskDecision::refused(&e));
         planned.push(PlannedChange {
             kind: change.kind,
             op: change.op,
@@ -259,6 +243,7 @@ mod tests {
     use super::*;
     use crate::diff::diff_snapshots;
     use crate::tree::{FileContent, RepoPath, SourceFile};
+    use serde_json::json;
 
     fn snap(text: &str) -> Snapshot {
         let f = SourceFile {
@@ -288,7 +273,7 @@ mod tests {
             fleet: Some(&fleet),
             now: Utc::now(),
         };
-        let input = policy_input(&changes[0], &ctx);
+        let input = serde_json::to_value(policy_input(&changes[0], &ctx)).unwrap();
         assert_eq!(input["author"], "alice");
         assert_eq!(input["fleet"], json!({"devices": 35_000}));
         let c = &input["change"];

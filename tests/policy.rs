@@ -309,6 +309,8 @@ fn setting() -> impl Strategy<Value = SettingInput> {
             new,
             direction,
             catalog,
+            members_added: Vec::new(),
+            members_removed: Vec::new(),
         },
     )
 }
@@ -380,6 +382,7 @@ fn policy_input() -> impl Strategy<Value = PolicyInput> {
                     owners,
                     exception: (kind == ChangeKind::Exception).then_some(exception),
                     governance_file: (kind == ChangeKind::Governance).then(|| "tollgate.yaml".into()),
+                    fields: Vec::new(),
                 },
                 author: "alice".into(),
                 fleet,

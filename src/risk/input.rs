@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::Platform;
 
+// The policy sees the same vocabulary as the diff: one definition each.
+pub use crate::catalog::Direction as SettingDirection;
+pub use crate::diff::{ChangeOp, DocKind as ChangeKind, FieldChange, SettingOp};
+
 /// The whole input document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,51 +26,6 @@ pub struct PolicyInput {
     /// reports). Absent offline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleet: Option<FleetInput>,
-}
-
-/// What kind of document changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChangeKind {
-    Baseline,
-    Exception,
-    /// `tollgate.yaml` or anything the policy itself reads.
-    Governance,
-}
-
-/// What happened to the document between the base and the head revision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChangeOp {
-    Added,
-    Modified,
-    Removed,
-    /// Moved to another path; documents are matched by kind and name.
-    Renamed,
-}
-
-/// What happened to one setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SettingOp {
-    Added,
-    Removed,
-    Changed,
-}
-
-/// Whether a setting change moves towards or away from the catalogue's
-/// secure direction. Defined here rather than shared with the catalogue so the
-/// policy input stays a self-contained contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SettingDirection {
-    Tighten,
-    Loosen,
-    /// The setting has no secure direction (e.g. a VPN server name).
-    Neutral,
-    /// Could not be decided (e.g. not in the catalogue); the default policy
-    /// treats it as loosening.
-    Unknown,
 }
 
 /// One changed document.
@@ -102,6 +61,10 @@ pub struct ChangeInput {
     /// `tollgate.yaml` or `policy/risk.rego`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub governance_file: Option<String>,
+    /// Document fields outside `spec.settings` that changed (owners,
+    /// priority, platform; leaf paths of a governance file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldChange>,
 }
 
 /// One changed setting.
@@ -120,6 +83,11 @@ pub struct SettingInput {
     /// The catalogue entry; `None` for a key the catalogue does not know.
     #[serde(default)]
     pub catalog: Option<CatalogInput>,
+    /// For set-valued settings: member ids gained and lost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members_added: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members_removed: Vec<String>,
 }
 
 /// The catalogue facts the policy needs about one setting.
@@ -239,6 +207,7 @@ mod tests {
                 owners: vec![],
                 exception: None,
                 governance_file: Some("tollgate.yaml".into()),
+                fields: Vec::new(),
             },
             author: "bob".into(),
             fleet: None,
