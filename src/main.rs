@@ -12,7 +12,11 @@ fn main() -> ExitCode {
     match tollgate::cli::run(cli, &mut out) {
         Ok(exit) => ExitCode::from(exit.code()),
         // `tollgate plan ... | head` closing the pipe is not a failure.
-        Err(err) if err.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => {
+        Err(err)
+            if err
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
             ExitCode::SUCCESS
         }
         Err(err) => {
