@@ -13,6 +13,7 @@ pub mod explain;
 pub mod format;
 pub mod ids;
 pub mod plan;
+pub mod promotion;
 pub mod render;
 pub mod risk;
 pub mod snapshot;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{NaiveDate, NaiveTime, Weekday};
 use serde::de::Error as _;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::value::{
     checked_number, checked_str, deserialize_checked, expect_literal, FromRaw, Label, UniqueList, UniqueMap,
@@ -36,7 +36,10 @@ pub enum RingSelector {
     All,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+// Serialize/Deserialize here are for persisting promotions (which freeze the
+// rings, windows and freezes of their base config); parsing tollgate.yaml goes
+// through the strict document types below.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Gate {
     pub min_applied: f64,
     pub max_noncompliant_increase: f64,
@@ -49,7 +52,7 @@ pub struct ApproverGroup {
     pub users: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Window {
     pub days: Vec<Weekday>,
     pub start: NaiveTime,
@@ -57,7 +60,7 @@ pub struct Window {
     pub tz: chrono_tz::Tz,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Freeze {
     pub from: NaiveDate,
     pub to: NaiveDate,
