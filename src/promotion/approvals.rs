@@ -115,7 +115,9 @@ pub struct ApprovalResult {
 /// Groups: an empty `approver_groups` means any member of any approver
 /// group. When more than one approval is required and groups are listed, the
 /// first listed group must supply at least one of them (the policy lists
-/// `mdm-security` first for T3).
+/// `mdm-security` first for T3); the others may come from any listed group,
+/// or, when the first group is the only one listed (a T3 change without
+/// owners, such as a governance change), from any approver group.
 pub fn evaluate(req: &Requirements, reviews: &[Review], subject: &Subject, members: &dyn Membership) -> ApprovalResult {
     // Only each reviewer's latest review speaks for them.
     let mut latest: BTreeMap<&str, &Review> = BTreeMap::new();
@@ -156,8 +158,12 @@ pub fn evaluate(req: &Requirements, reviews: &[Review], subject: &Subject, membe
             rejected.push(reject(reason));
             continue;
         }
-        let groups: Vec<String> = if req.approver_groups.is_empty() {
-            members.groups_of(reviewer)
+        let open_seconds = req.approvals > 1 && req.approver_groups.len() == 1;
+        let groups: Vec<String> = if req.approver_groups.is_empty() || open_seconds {
+            let mut g = members.groups_of(reviewer);
+            // The lead group first, so the explanation shows it.
+            g.sort_by_key(|x| Some(x) != req.approver_groups.first());
+            g
         } else {
             req.approver_groups
                 .iter()
@@ -351,6 +357,24 @@ mod tests {
         assert!(res.rejected[0].reason.contains("fresh approval"));
         let fresh = [review("ios1", ReviewState::Approved, 6, "v2")];
         assert!(eval(&r, &fresh, Some(t(5))).satisfied);
+    }
+
+    #[test]
+    fn t3_without_owners_takes_security_plus_any_approver() {
+        let r = req(2, &["mdm-security"]);
+        let ok = [
+            review("ios1", ReviewState::Approved, 1, "v2"),
+            review("sec1", ReviewState::Approved, 2, "v2"),
+        ];
+        let res = eval(&r, &ok, None);
+        assert!(res.satisfied, "{res:?}");
+        let no_sec = [
+            review("ios1", ReviewState::Approved, 1, "v2"),
+            review("ios2", ReviewState::Approved, 2, "v2"),
+        ];
+        let res = eval(&r, &no_sec, None);
+        assert!(!res.satisfied);
+        assert!(res.missing.contains("mdm-security"), "{}", res.missing);
     }
 
     #[test]
