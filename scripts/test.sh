@@ -34,6 +34,10 @@ step "OPA (policy parity peer)"
 TOLLGATE_OPA="$(bash scripts/opa.sh)"
 export TOLLGATE_OPA
 
+step "PostgreSQL (store tests run against a real server)"
+TOLLGATE_TEST_POSTGRES_URL="$(bash scripts/postgres.sh)"
+export TOLLGATE_TEST_POSTGRES_URL
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
