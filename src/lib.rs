@@ -5,6 +5,7 @@
 //! and the working tree, the regorus policy engine) sit around them, and `cli`
 //! glues them to the terminal.
 
+pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod diff;
