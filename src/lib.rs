@@ -19,4 +19,5 @@ pub mod render;
 pub mod risk;
 pub mod snapshot;
 pub mod source;
+pub mod store;
 pub mod tree;

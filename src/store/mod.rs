@@ -1,0 +1,651 @@
+//! Durable controller state behind one interface: SQLite for a single
+//! process (the default, one file), PostgreSQL for several replicas with one
+//! leader.
+//!
+//! The store does not know the domain. It keeps records with a few indexed
+//! columns and a JSON body (promotions, reviews), the audit log as its
+//! columns, and a key/value table (desired state per ring, pins, source
+//! status, cursors). What it guarantees is atomicity and order: everything one
+//! state transition writes goes through [`Store::commit`] as one
+//! [`Transition`], which lands in one database transaction or not at all, and
+//! audit rows must continue the stored chain exactly. Together these make "no
+//! audit event lost or duplicated" hold across crashes: an event is stored
+//! with the state change it describes, and a replayed transition is refused
+//! instead of appended twice.
+//!
+//! Timestamps are kept with microsecond precision, PostgreSQL's. The store
+//! truncates the ones it is given, except an audit row's `at`: its hash covers
+//! it, so a timestamp finer than a microsecond is refused
+//! ([`StoreError::Invalid`]) rather than silently changed.
+
+mod postgres;
+mod sqlite;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde_json::Value;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType};
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Seq of the first audit row of an empty log; each later row is +1.
+pub const FIRST_AUDIT_SEQ: i64 = 1;
+
+/// One promotion as stored. `version` starts at 1 and grows by one with every
+/// update, for optimistic concurrency (see [`PromotionWrite::Update`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromotionRecord {
+    pub id: i64,
+    pub revision: String,
+    pub kind: String,
+    pub phase: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub version: i64,
+    pub body: Value,
+}
+
+/// A review or approval recorded for a promotion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReviewRecord {
+    pub id: i64,
+    pub promotion_id: i64,
+    pub reviewer: String,
+    pub state: String,
+    pub at: DateTime<Utc>,
+    pub body: Value,
+}
+
+/// A review to record; the store assigns its id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewReview {
+    pub promotion_id: i64,
+    pub reviewer: String,
+    pub state: String,
+    pub at: DateTime<Utc>,
+    pub body: Value,
+}
+
+/// One audit event as columns. The store does not compute or check hashes; it
+/// keeps rows in `seq` order, refuses gaps and duplicates, checks that each
+/// row's `prev` is the `hash` of the row before, and never changes a stored
+/// row (the database rejects UPDATE and DELETE on the audit table too).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub details: Value,
+    pub prev: String,
+    pub hash: String,
+}
+
+/// A promotion to insert or update within a [`Transition`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromotionWrite {
+    /// A new promotion at version 1. `id: None` lets the store assign one;
+    /// `Some` must come from [`Store::reserve_promotion_id`], for callers that
+    /// need the id before committing (e.g. in an audit event's subject).
+    Insert {
+        id: Option<i64>,
+        revision: String,
+        kind: String,
+        phase: String,
+        body: Value,
+    },
+    /// Replaces `phase` and `body` of promotion `id` if it is still at
+    /// `expected_version`; otherwise the whole transition fails with
+    /// [`StoreError::Conflict`]. Revision and kind never change.
+    Update {
+        id: i64,
+        expected_version: i64,
+        phase: String,
+        body: Value,
+    },
+}
+
+impl PromotionWrite {
+    /// An insert with a store-assigned id.
+    pub fn insert(revision: impl Into<String>, kind: impl Into<String>, phase: impl Into<String>, body: Value) -> Self {
+        PromotionWrite::Insert {
+            id: None,
+            revision: revision.into(),
+            kind: kind.into(),
+            phase: phase.into(),
+            body,
+        }
+    }
+
+    /// An update of `read`, expecting nobody changed it since it was read.
+    pub fn update(read: &PromotionRecord, phase: impl Into<String>, body: Value) -> Self {
+        PromotionWrite::Update {
+            id: read.id,
+            expected_version: read.version,
+            phase: phase.into(),
+            body,
+        }
+    }
+}
+
+/// Everything one state transition writes; committed in ONE database
+/// transaction or not at all.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Transition {
+    /// Applied in order; an update may follow an insert of the same id.
+    pub promotions: Vec<PromotionWrite>,
+    pub reviews: Vec<NewReview>,
+    /// Must continue the stored log: the first row's seq is one more than
+    /// the stored head's ([`FIRST_AUDIT_SEQ`] for an empty log) and its
+    /// `prev` is the head's `hash`; each later row follows the one before it
+    /// the same way. Otherwise: [`StoreError::AuditOutOfOrder`] or
+    /// [`StoreError::AuditChainBroken`].
+    pub audit: Vec<AuditRow>,
+    /// Upserts (`Some`) and deletes (`None`), in order.
+    pub kv: Vec<(String, Option<Value>)>,
+}
+
+impl Transition {
+    pub fn is_empty(&self) -> bool {
+        self.promotions.is_empty() && self.reviews.is_empty() && self.audit.is_empty() && self.kv.is_empty()
+    }
+}
+
+/// What a commit assigned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitResult {
+    /// One per [`Transition::promotions`] entry, in order: the id written and
+    /// the version it now has.
+    pub promotions: Vec<WrittenPromotion>,
+    /// One per [`Transition::reviews`] entry, in order.
+    pub review_ids: Vec<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrittenPromotion {
+    pub id: i64,
+    pub version: i64,
+}
+
+/// Which promotions [`Store::promotions`] returns, newest (highest id) first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromotionFilter {
+    /// Any of these phases; empty means any phase.
+    pub phases: Vec<String>,
+    pub revision: Option<String>,
+    /// Only ids below this one: pass the last id of a page to get the next.
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+impl Default for PromotionFilter {
+    fn default() -> Self {
+        PromotionFilter {
+            phases: Vec::new(),
+            revision: None,
+            before_id: None,
+            limit: 100,
+        }
+    }
+}
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        })
+    }
+}
+
+/// Why a store operation failed.
+///
+/// [`StoreError::is_transient`]: the database was unreachable or busy; retry
+/// later. [`StoreError::is_conflict`]: the stored state moved since the caller
+/// read it; re-read, recompute the transition and try again. Anything else
+/// is permanent: a bug, bad configuration or a damaged database, which a
+/// human must look at.
+///
+/// A transient error from [`Store::commit`] leaves its outcome unknown (the
+/// connection may have dropped after the database committed). Retrying the
+/// same transition is safe when it updates a promotion or appends audit rows:
+/// if the first attempt landed, the retry fails with a conflict and writes
+/// nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid store URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("cannot open the {backend} store at {target}")]
+    Open {
+        backend: Backend,
+        /// The URL with any password removed.
+        target: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot bring the {backend} schema up to date")]
+    Migrate {
+        backend: Backend,
+        #[source]
+        source: MigrateError,
+    },
+    #[error("{backend} store: {op} failed")]
+    Database {
+        backend: Backend,
+        op: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("promotion {id} changed concurrently: expected version {expected}, found {}",
+        found.map_or_else(|| "no such promotion".to_string(), |v| format!("version {v}")))]
+    Conflict { id: i64, expected: i64, found: Option<i64> },
+    #[error("promotion {id} is already stored")]
+    DuplicatePromotion { id: i64 },
+    #[error("promotion {id} does not exist")]
+    UnknownPromotion { id: i64 },
+    #[error("audit row has seq {got}, but the log continues at seq {expected}")]
+    AuditOutOfOrder { expected: i64, got: i64 },
+    #[error("audit row {seq} does not chain to the row before it: prev {prev:?}, expected {expected:?}")]
+    AuditChainBroken { seq: i64, prev: String, expected: String },
+    #[error("refused to store {what}: {reason}")]
+    Invalid { what: String, reason: String },
+    #[error("stored {what} cannot be read back: {reason}")]
+    Corrupt { what: String, reason: String },
+    #[error("cannot use the leadership lock ({lock})")]
+    LeaderLock {
+        lock: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("{backend} store: {op} took longer than {after:?}")]
+    Timeout {
+        backend: Backend,
+        op: &'static str,
+        after: std::time::Duration,
+    },
+}
+
+impl StoreError {
+    /// Connection lost, server restarting, database busy or locked: the same
+    /// call may succeed later.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Open { source, .. }
+            | StoreError::Database { source, .. }
+            | StoreError::LeaderLock { source, .. } => is_transient_sqlx(source),
+            StoreError::Migrate {
+                source: MigrateError::Execute(source) | MigrateError::ExecuteMigration(source, _),
+                ..
+            } => is_transient_sqlx(source),
+            StoreError::Timeout { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The stored state is not what the caller based its transition on.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Conflict { .. } | StoreError::AuditOutOfOrder { .. } | StoreError::AuditChainBroken { .. }
+        )
+    }
+}
+
+fn is_transient_sqlx(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or_default();
+            if db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() {
+                postgres::is_transient_code(code)
+            } else if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                sqlite::is_transient_code(code)
+            } else {
+                false
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Durable controller state. Implementations must be safe to share
+/// (`Arc<dyn Store>`) across tasks.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    fn backend(&self) -> Backend;
+
+    /// Writes everything in `t` in one database transaction, or nothing.
+    async fn commit(&self, t: Transition) -> Result<CommitResult, StoreError>;
+
+    /// A promotion id no other caller will get, for a later
+    /// [`PromotionWrite::Insert`] with `id: Some(..)`. Unused ids leave gaps.
+    async fn reserve_promotion_id(&self) -> Result<i64, StoreError>;
+
+    async fn promotion(&self, id: i64) -> Result<Option<PromotionRecord>, StoreError>;
+
+    async fn promotions(&self, filter: PromotionFilter) -> Result<Vec<PromotionRecord>, StoreError>;
+
+    /// The reviews of one promotion, oldest first.
+    async fn reviews(&self, promotion_id: i64) -> Result<Vec<ReviewRecord>, StoreError>;
+
+    /// Up to `limit` audit rows with seq above `after_seq`, in seq order.
+    async fn audit_after(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditRow>, StoreError>;
+
+    /// The newest audit row; `None` for an empty log.
+    async fn audit_head(&self) -> Result<Option<AuditRow>, StoreError>;
+
+    async fn kv_get(&self, key: &str) -> Result<Option<Value>, StoreError>;
+
+    /// Every key starting with `prefix` (byte-wise), in key order.
+    async fn kv_prefix(&self, prefix: &str) -> Result<Vec<(String, Value)>, StoreError>;
+
+    /// Tries to become, or checks that this store still is, the leader; true
+    /// while this store leads for `holder`. Call it periodically: leadership
+    /// lasts until the store is dropped, its process exits or (PostgreSQL)
+    /// its lock connection is lost, and a call that finds the lock connection
+    /// gone answers false. A store leads for one holder at a time.
+    async fn try_lead(&self, holder: &str) -> Result<bool, StoreError>;
+
+    /// Checks that the database answers, for readiness probes.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Opens the store a URL names and brings its schema up to date:
+/// `sqlite:///abs/path.db`, `sqlite://relative.db`, `sqlite::memory:` (a
+/// private database that lives as long as the store), or
+/// `postgres://user:password@host:port/db` (`postgresql://` too; libpq-style
+/// parameters such as `?options=-c%20search_path%3Dtollgate` pick a schema).
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::open(url).await?))
+    } else {
+        Err(StoreError::Url {
+            url: redact_url(url),
+            reason: "expected sqlite:PATH, sqlite::memory: or postgres://...".to_string(),
+        })
+    }
+}
+
+/// `t` as the store keeps it: whole microseconds.
+pub fn stored_precision(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.trunc_subsecs(6)
+}
+
+/// The URL with its password replaced, for messages and logs.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Checks a transition before any database work, so that malformed input
+/// never reaches a transaction: audit rows consecutive and chained among
+/// themselves, audit timestamps storable exactly, no empty kv keys.
+pub(crate) fn validate(t: &Transition) -> Result<(), StoreError> {
+    for pair in t.audit.windows(2) {
+        let (before, row) = (&pair[0], &pair[1]);
+        if row.seq != before.seq + 1 {
+            return Err(StoreError::AuditOutOfOrder {
+                expected: before.seq + 1,
+                got: row.seq,
+            });
+        }
+        if row.prev != before.hash {
+            return Err(StoreError::AuditChainBroken {
+                seq: row.seq,
+                prev: row.prev.clone(),
+                expected: before.hash.clone(),
+            });
+        }
+    }
+    for row in &t.audit {
+        if stored_precision(row.at) != row.at {
+            return Err(StoreError::Invalid {
+                what: format!("audit row {}", row.seq),
+                reason: "its timestamp is finer than a microsecond, which the store cannot keep and the hash covers"
+                    .to_string(),
+            });
+        }
+    }
+    if t.kv.iter().any(|(key, _)| key.is_empty()) {
+        return Err(StoreError::Invalid {
+            what: "a kv entry".to_string(),
+            reason: "the key is empty".to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks that `rows` (already consistent among themselves, see [`validate`])
+/// continue the stored log whose newest row has `head` = (seq, hash).
+pub(crate) fn check_audit_continues(head: Option<(i64, String)>, rows: &[AuditRow]) -> Result<(), StoreError> {
+    let Some(first) = rows.first() else {
+        return Ok(());
+    };
+    match head {
+        None if first.seq != FIRST_AUDIT_SEQ => Err(StoreError::AuditOutOfOrder {
+            expected: FIRST_AUDIT_SEQ,
+            got: first.seq,
+        }),
+        None => Ok(()),
+        Some((seq, _)) if first.seq != seq + 1 => Err(StoreError::AuditOutOfOrder {
+            expected: seq + 1,
+            got: first.seq,
+        }),
+        Some((_, hash)) if first.prev != hash => Err(StoreError::AuditChainBroken {
+            seq: first.seq,
+            prev: first.prev.clone(),
+            expected: hash,
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
+pub(crate) fn to_json_text(value: &Value) -> String {
+    // Serializing a `Value` cannot fail: its map keys are strings.
+    value.to_string()
+}
+
+pub(crate) fn from_json_text(what: impl FnOnce() -> String, text: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        what: what(),
+        reason: e.to_string(),
+    })
+}
+
+/// The smallest string above every string that starts with `prefix`, if
+/// there is one: the exclusive upper bound of a prefix range scan.
+pub(crate) fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(c as u32 + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// A migration compiled into the binary.
+struct EmbeddedMigration {
+    version: i64,
+    description: &'static str,
+    sql: &'static str,
+}
+
+/// The migrations of one backend, resolved without touching the file system.
+///
+/// `include_str!` rather than `sqlx::migrate!`: the macro needs sqlx's
+/// `macros` feature, which builds both database drivers (and the bundled
+/// SQLite) a second time for the proc-macro, and it does not make cargo
+/// rebuild when a migration file is added. A unit test below keeps these
+/// lists equal to the files in `migrations/`. The files keep sqlx's
+/// `<VERSION>_<DESCRIPTION>.sql` naming, and sqlx records them in
+/// `_sqlx_migrations` with its usual checksums, so an edited migration that
+/// was already applied is refused.
+#[derive(Debug)]
+struct Embedded(&'static [EmbeddedMigration]);
+
+impl fmt::Debug for EmbeddedMigration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}_{}", self.version, self.description)
+    }
+}
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(self) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 'static>> {
+        let migrations = self
+            .0
+            .iter()
+            .map(|m| {
+                Migration::new(
+                    m.version,
+                    Cow::Borrowed(m.description),
+                    MigrationType::Simple,
+                    Cow::Borrowed(m.sql),
+                    false,
+                )
+            })
+            .collect();
+        Box::pin(std::future::ready(Ok(migrations)))
+    }
+}
+
+const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
+    version: 1,
+    description: "initial",
+    sql: include_str!("../../migrations/sqlite/0001_initial.sql"),
+}];
+
+const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
+    version: 1,
+    description: "initial",
+    sql: include_str!("../../migrations/postgres/0001_initial.sql"),
+}];
+
+async fn migrator(backend: Backend) -> Result<sqlx::migrate::Migrator, StoreError> {
+    let source = match backend {
+        Backend::Sqlite => Embedded(SQLITE_MIGRATIONS),
+        Backend::Postgres => Embedded(POSTGRES_MIGRATIONS),
+    };
+    sqlx::migrate::Migrator::new(source)
+        .await
+        .map_err(|source| StoreError::Migrate { backend, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &str) -> Vec<String> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(dir);
+        let mut names: Vec<String> = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn names(list: &[EmbeddedMigration]) -> Vec<String> {
+        list.iter()
+            .map(|m| format!("{:04}_{}.sql", m.version, m.description))
+            .collect()
+    }
+
+    #[test]
+    fn every_migration_file_is_embedded() {
+        assert_eq!(names(SQLITE_MIGRATIONS), files("sqlite"));
+        assert_eq!(names(POSTGRES_MIGRATIONS), files("postgres"));
+    }
+
+    #[test]
+    fn prefix_upper_bound_is_the_next_string() {
+        assert_eq!(prefix_upper_bound("ring/"), Some("ring0".to_string()));
+        assert_eq!(prefix_upper_bound(""), None);
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}"), Some("b".to_string()));
+        assert_eq!(prefix_upper_bound("\u{D7FF}"), Some("\u{E000}".to_string()));
+        assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
+    }
+
+    #[test]
+    fn redact_url_hides_only_the_password() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db?x=1"),
+            "postgres://u:***@h:5432/db?x=1"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite:///var/x.db"), "sqlite:///var/x.db");
+        assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
+    }
+
+    #[test]
+    fn transient_codes() {
+        // SQLITE_BUSY, SQLITE_BUSY_SNAPSHOT, SQLITE_LOCKED; not SQLITE_CONSTRAINT_UNIQUE.
+        assert!(["5", "517", "6"].iter().all(|c| sqlite::is_transient_code(c)));
+        assert!(!["19", "2067", "14", "x"].iter().any(|c| sqlite::is_transient_code(c)));
+        // Connection failure, serialization failure, admin shutdown; not unique violation.
+        assert!(["08006", "40001", "57P01", "53300"]
+            .iter()
+            .all(|c| postgres::is_transient_code(c)));
+        assert!(!["23505", "P0001", "42P01"]
+            .iter()
+            .any(|c| postgres::is_transient_code(c)));
+    }
+
+    #[test]
+    fn transient_and_conflict_are_distinct() {
+        let conflict = StoreError::Conflict {
+            id: 1,
+            expected: 2,
+            found: Some(3),
+        };
+        assert!(conflict.is_conflict() && !conflict.is_transient());
+        let busy = StoreError::Database {
+            backend: Backend::Sqlite,
+            op: "commit",
+            source: sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        };
+        assert!(busy.is_transient() && !busy.is_conflict());
+        let corrupt = StoreError::Corrupt {
+            what: "x".into(),
+            reason: "y".into(),
+        };
+        assert!(!corrupt.is_transient() && !corrupt.is_conflict());
+    }
+}
