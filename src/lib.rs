@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod catalog;
 pub mod cli;
+pub mod controller;
 pub mod diff;
 pub mod digest;
 pub mod explain;

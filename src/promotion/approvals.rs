@@ -40,7 +40,7 @@ pub struct Review {
 }
 
 /// Group membership at decision time.
-pub trait Membership {
+pub trait Membership: Send + Sync {
     fn is_member(&self, user: &str, group: &str) -> bool;
     /// Every group the user is in (for "any approver group").
     fn groups_of(&self, user: &str) -> Vec<String>;

@@ -1,0 +1,224 @@
+//! `ControllerConfig`: what `tollgate run --config FILE` reads (DESIGN 5).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ControllerConfig {
+    pub api_version: String,
+    pub kind: String,
+    pub source: SourceConfig,
+    /// `sqlite:///abs/state.db`, `sqlite://relative.db` or `postgres://...`.
+    pub store: String,
+    pub listen: String,
+    #[serde(default)]
+    pub forge: ForgeConfig,
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// Where the bare mirror of the governed repo is kept; by default a
+    /// `mirror` directory beside the config file.
+    #[serde(default)]
+    pub mirror: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub url: String,
+    #[serde(default = "default_branch")]
+    pub branch: String,
+    #[serde(default = "default_interval")]
+    pub interval: String,
+}
+
+fn default_branch() -> String {
+    "main".into()
+}
+fn default_interval() -> String {
+    "30s".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum ForgeConfig {
+    /// Approvals through the API; identity = token name; groups from the
+    /// `users` of `tollgate.yaml`.
+    Local {},
+}
+
+impl Default for ForgeConfig {
+    fn default() -> Self {
+        ForgeConfig::Local {}
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Viewer,
+    Reporter,
+    Approver,
+    Operator,
+}
+
+/// A bearer token, stored only as the sha256 hex of the token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    pub role: Role,
+    pub sha256: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+impl ControllerConfig {
+    pub fn load(path: &Path) -> Result<ControllerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg = Self::parse(path, &text)?;
+        if cfg.mirror.is_none() {
+            cfg.mirror = Some(path.parent().unwrap_or(Path::new(".")).join("mirror"));
+        }
+        Ok(cfg)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<ControllerConfig, ConfigError> {
+        let invalid = |line, column, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message,
+        };
+        let cfg: ControllerConfig = serde_norway::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+            let msg = e.to_string();
+            invalid(
+                line,
+                column,
+                msg.rsplit_once(" at line ").map_or(msg.clone(), |(m, _)| m.to_string()),
+            )
+        })?;
+        let at = |needle: &str| crate::format::find_token(text, needle);
+        if cfg.api_version != crate::format::API_VERSION {
+            let (l, c) = at(&cfg.api_version);
+            return Err(invalid(
+                l,
+                c,
+                format!("apiVersion must be `{}`", crate::format::API_VERSION),
+            ));
+        }
+        if cfg.kind != "ControllerConfig" {
+            let (l, c) = at(&cfg.kind);
+            return Err(invalid(l, c, "kind must be `ControllerConfig`".into()));
+        }
+        if let Err(m) = crate::format::parse_duration(&cfg.source.interval) {
+            let (l, c) = at(&cfg.source.interval);
+            return Err(invalid(l, c, format!("source.interval: {m}")));
+        }
+        if cfg.listen.parse::<std::net::SocketAddr>().is_err() {
+            let (l, c) = at(&cfg.listen);
+            return Err(invalid(
+                l,
+                c,
+                format!("listen {:?} is not an address like 127.0.0.1:8080", cfg.listen),
+            ));
+        }
+        for (i, t) in cfg.tokens.iter().enumerate() {
+            let (l, c) = at(&t.sha256);
+            if t.sha256.len() != 64
+                || !t
+                    .sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            {
+                return Err(invalid(
+                    l,
+                    c,
+                    format!(
+                        "tokens[{i}].sha256 must be 64 lowercase hex characters (the token's sha256, never the token)"
+                    ),
+                ));
+            }
+            if cfg.tokens[..i].iter().any(|o| o.name == t.name) {
+                return Err(invalid(l, c, format!("token name `{}` is used twice", t.name)));
+            }
+        }
+        Ok(cfg)
+    }
+
+    pub fn interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            crate::format::parse_duration(&self.source.interval)
+                .unwrap_or(30)
+                .max(1),
+        )
+    }
+}
+
+/// sha256 hex of a bearer token, as stored in the config.
+pub fn token_hash(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"apiVersion: tollgate.dev/v1alpha1
+kind: ControllerConfig
+source: {url: "file:///srv/baselines.git", branch: main, interval: 30s}
+store: "sqlite:///var/lib/tollgate/state.db"
+listen: "127.0.0.1:8080"
+forge: {local: {}}
+tokens:
+  - {name: sec1, role: approver, sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}
+"#;
+
+    #[test]
+    fn parses_the_design_example() {
+        let c = ControllerConfig::parse(Path::new("c.yaml"), GOOD).unwrap();
+        assert_eq!(c.tokens[0].role, Role::Approver);
+        assert_eq!(c.interval(), std::time::Duration::from_secs(30));
+        assert_eq!(token_hash("test"), c.tokens[0].sha256);
+    }
+
+    #[test]
+    fn errors_are_positioned_and_secrets_are_never_inline() {
+        let e = ControllerConfig::parse(Path::new("c.yaml"), &GOOD.replace("listen:", "listne:")).unwrap_err();
+        assert!(e.to_string().starts_with("c.yaml:5:1: unknown field `listne`"), "{e}");
+        let e = ControllerConfig::parse(
+            Path::new("c.yaml"),
+            &GOOD.replace(
+                "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                "hunter2",
+            ),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("c.yaml:8:"), "{e}");
+        assert!(e.to_string().contains("never the token"), "{e}");
+        let e =
+            ControllerConfig::parse(Path::new("c.yaml"), &GOOD.replace("interval: 30s", "interval: soon")).unwrap_err();
+        assert!(e.to_string().contains("source.interval"), "{e}");
+    }
+}

@@ -1,0 +1,128 @@
+//! What each ring should run: per document, the revision and digest last
+//! published to it, and the pins rollbacks leave behind.
+//!
+//! A change promotion publishes the documents it changed; a rollback
+//! publishes one document's earlier version and pins it, so that later
+//! promotions do not put the bad version back. The pin holds while git still
+//! carries the bad content and is released as soon as a promotion brings
+//! different content for that document (a revert or a fix): git has moved
+//! past it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::ids::{CommitSha, Digest};
+use crate::promotion::{Promotion, PromotionKind};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredDoc {
+    pub revision: CommitSha,
+    pub digest: Digest,
+    pub promotion: i64,
+}
+
+/// A rollback's hold on one document in one ring.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pin {
+    /// The content that was rolled back; promotions carrying it are held.
+    pub bad_digest: Option<Digest>,
+    pub bad_revision: Option<CommitSha>,
+    pub rollback: i64,
+}
+
+/// The desired state of one ring.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Desired {
+    pub ring: String,
+    pub ring_index: usize,
+    /// By document key (`baseline/corp-ios`).
+    pub documents: BTreeMap<String, DesiredDoc>,
+    #[serde(default)]
+    pub pins: BTreeMap<String, Pin>,
+    /// The revision of the last change (not rollback) promotion published
+    /// here: what the next change is planned against.
+    pub base_revision: Option<CommitSha>,
+    pub promotion: i64,
+    pub published_at: DateTime<Utc>,
+}
+
+impl Desired {
+    pub fn empty(ring: &str, ring_index: usize, now: DateTime<Utc>) -> Desired {
+        Desired {
+            ring: ring.into(),
+            ring_index,
+            documents: BTreeMap::new(),
+            pins: BTreeMap::new(),
+            base_revision: None,
+            promotion: 0,
+            published_at: now,
+        }
+    }
+}
+
+/// Publishes `p` into `current`. Returns the new desired state and the audit
+/// events (action, details) for pins held, set or released.
+pub fn publish(mut d: Desired, p: &Promotion, now: DateTime<Utc>) -> (Desired, Vec<(String, Value)>) {
+    let mut events = Vec::new();
+    // Devices run baselines and exceptions; governance files only steer Tollgate.
+    for c in p.changes.iter().filter(|c| !c.key.starts_with("governance/")) {
+        match p.kind {
+            PromotionKind::Rollback => {
+                let replaced = d.documents.get(&c.key).cloned();
+                d.pins.insert(
+                    c.key.clone(),
+                    Pin {
+                        bad_digest: replaced.as_ref().map(|r| r.digest.clone()),
+                        bad_revision: replaced.map(|r| r.revision),
+                        rollback: p.id,
+                    },
+                );
+                events.push((
+                    "ring_pinned".to_string(),
+                    json!({"ring": d.ring, "document": c.key, "to": p.revision, "rollback": p.id}),
+                ));
+            }
+            PromotionKind::Change => {
+                if let Some(pin) = d.pins.get(&c.key) {
+                    if pin.bad_digest == c.digest {
+                        events.push((
+                            "pin_held".to_string(),
+                            json!({"ring": d.ring, "document": c.key, "revision": p.revision, "rollback": pin.rollback}),
+                        ));
+                        continue;
+                    }
+                    events.push((
+                        "ring_unpinned".to_string(),
+                        json!({"ring": d.ring, "document": c.key, "revision": p.revision,
+                               "why": "git moved past the rolled-back content"}),
+                    ));
+                    d.pins.remove(&c.key);
+                }
+            }
+        }
+        match &c.digest {
+            Some(digest) => {
+                d.documents.insert(
+                    c.key.clone(),
+                    DesiredDoc {
+                        revision: p.revision.clone(),
+                        digest: digest.clone(),
+                        promotion: p.id,
+                    },
+                );
+            }
+            None => {
+                d.documents.remove(&c.key);
+            }
+        }
+    }
+    if p.kind == PromotionKind::Change {
+        d.base_revision = Some(p.revision.clone());
+    }
+    d.promotion = p.id;
+    d.published_at = now;
+    (d, events)
+}

@@ -1,0 +1,11 @@
+//! The long-running controller (`tollgate run`): configuration, the
+//! reconciler that turns revisions into governed promotions, and the store
+//! transitions that make it crash-safe.
+
+pub mod config;
+pub mod desired;
+pub mod rollback;
+pub mod service;
+
+pub use config::{ControllerConfig, Role, TokenConfig};
+pub use service::{Controller, ControllerError, NoDevices, RingHealth, StoredPromotion};
