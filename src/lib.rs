@@ -13,6 +13,7 @@ pub mod diff;
 pub mod digest;
 pub mod explain;
 pub mod format;
+pub mod http;
 pub mod ids;
 pub mod plan;
 pub mod promotion;

@@ -2,9 +2,11 @@
 //! `fn(args, out, format) -> Result<Exit>` so tests can drive it directly;
 //! `main` only parses flags and maps the result to an exit code.
 
+pub mod client;
 pub mod explain;
 pub mod plan;
 pub mod quickstart;
+pub mod run;
 pub mod validate;
 
 use std::io::{IsTerminal, Write};
@@ -98,6 +100,19 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Run the controller: watch the governed repo, serve the HTTP API, drive promotions.
+    Run(run::RunArgs),
+    /// Show a running controller's source, rings, live promotions and health.
+    Status(client::StatusArgs),
+    /// Promotions that changed a baseline, newest first.
+    History(client::HistoryArgs),
+    /// Approve a promotion (or request changes) as this token's user.
+    Approve(client::ApproveArgs),
+    /// Stop a live promotion, with a reason.
+    Halt(client::HaltArgs),
+    /// Verify or export the controller's audit log.
+    #[command(subcommand)]
+    Audit(client::AuditCommand),
 }
 
 /// Terminal colour: only for a TTY, and never when NO_COLOR is set.
@@ -139,6 +154,12 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Exit> {
             });
             quickstart_cmd(&dir, out, style)
         }
+        Command::Run(args) => run::run_cmd(&args, out),
+        Command::Status(args) => client::status_cmd(&args, out, cli.output),
+        Command::History(args) => client::history_cmd(&args, out, cli.output),
+        Command::Approve(args) => client::approve_cmd(&args, out, cli.output),
+        Command::Halt(args) => client::halt_cmd(&args, out, cli.output),
+        Command::Audit(command) => client::audit_cmd(&command, out, cli.output),
     }
 }
 

@@ -1,0 +1,171 @@
+//! `tollgate run --config FILE`: the controller process. Loads the config,
+//! opens the store, serves the HTTP API on `listen` and runs the controller
+//! loop until SIGINT or SIGTERM; then stops taking requests, lets those in
+//! flight and the pass in progress finish, and exits 0.
+//!
+//! `--adopt REV` first records that every ring already runs REV (an existing
+//! fleet brought under Tollgate); it is refused once the store has published.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use super::Exit;
+use crate::controller::{Controller, ControllerConfig, NoDevices};
+use crate::http::{ApiOptions, ApiState, Poller, Tokens};
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The ControllerConfig file (DESIGN 5).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Take this revision as already promoted everywhere instead of governing
+    /// the repo's history from its first commit.
+    #[arg(long, value_name = "REV")]
+    pub adopt: Option<String>,
+}
+
+pub fn run_cmd(args: &RunArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
+    let config = ControllerConfig::load(&args.config)?;
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve_controller(config, args.adopt.as_deref(), out))
+}
+
+/// Logs go to stderr; `TOLLGATE_LOG` filters them (`info` by default, e.g.
+/// `TOLLGATE_LOG=tollgate=debug`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Already set (a test harness, an embedding program): keep theirs.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn serve_controller(config: ControllerConfig, adopt: Option<&str>, out: &mut dyn Write) -> anyhow::Result<Exit> {
+    let tokens = Tokens::from_config(&config.tokens)?;
+    if config.tokens.is_empty() {
+        tracing::warn!("no tokens are configured: every API call but the probes and /metrics will be refused");
+    }
+    let store = crate::store::open(&config.store).await.context("opening the store")?;
+    let mirror = config.mirror.clone().unwrap_or_else(|| PathBuf::from("mirror"));
+    let controller = Controller::new(
+        store,
+        config.source.url.clone(),
+        config.source.branch.clone(),
+        mirror,
+        Arc::new(NoDevices),
+    );
+    let holder = holder();
+    if let Some(rev) = adopt {
+        adopt_revision(&controller, &holder, rev).await?;
+    }
+    let interval = config.interval();
+    let options = ApiOptions {
+        branch: config.source.branch.clone(),
+        interval,
+        ..ApiOptions::default()
+    };
+    let state = ApiState::new(Arc::new(controller), tokens, options);
+    // Counting starts at the audit log's current head.
+    if let Err(e) = state.refresh_metrics().await {
+        tracing::warn!(error = %crate::http::error::chain(&e), "store-derived metrics start late");
+    }
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    writeln!(out, "tollgate: serving the API on http://{addr}")?;
+    out.flush()?;
+    tracing::info!(%addr, branch = %config.source.branch, ?interval, "controller started");
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let when_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let mut server = tokio::spawn(crate::http::serve(
+        listener,
+        state.clone(),
+        when_stopped(stopped.clone()),
+    ));
+    let poller = tokio::spawn(Poller::new(state, holder).run(interval, when_stopped(stopped)));
+    // The server only ends by itself when it cannot accept connections.
+    let ended_early = tokio::select! {
+        signal = shutdown_signal() => {
+            signal?;
+            tracing::info!("shutting down");
+            None
+        }
+        served = &mut server => Some(served),
+    };
+    let _ = stop.send(true);
+    let served = match ended_early {
+        Some(served) => served,
+        None => server.await,
+    };
+    served
+        .context("the API server task failed")?
+        .context("serving the API")?;
+    poller.await.context("the controller loop task failed")?;
+    tracing::info!("stopped");
+    Ok(Exit::Ok)
+}
+
+/// `--adopt REV`: record that the fleet already runs `REV` in every ring, so
+/// that governance starts from there instead of from the repo's first commit.
+/// Only the leader may, and only on a store that has never published.
+async fn adopt_revision(controller: &Controller, holder: &str, rev: &str) -> anyhow::Result<()> {
+    if !controller
+        .store()
+        .try_lead(holder)
+        .await
+        .context("checking leadership before adopting")?
+    {
+        bail!("cannot adopt {rev}: another controller leads this store");
+    }
+    // The audit trail names who adopted: the account that started the controller.
+    let actor = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "operator".into());
+    let sha = controller
+        .adopt(rev, &actor, chrono::Utc::now())
+        .await
+        .with_context(|| {
+            format!("adopting {rev} (--adopt is for a store that has never published; drop it on restarts)")
+        })?;
+    tracing::info!(revision = %sha, %actor, "adopted: every ring runs this revision");
+    Ok(())
+}
+
+/// This process in the store's leadership lock: host and pid.
+fn holder() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "tollgate".into());
+    format!("{host}:{}", std::process::id())
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("listening for SIGINT")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await.context("listening for Ctrl-C")?;
+    Ok(())
+}

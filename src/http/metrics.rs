@@ -1,0 +1,275 @@
+//! The Prometheus metrics of a controller process: one prometheus-client
+//! registry, served as OpenMetrics text on `/metrics`.
+//!
+//! | metric | type | labels |
+//! |--------|------|--------|
+//! | `tollgate_promotions` | gauge: live promotions | `phase` |
+//! | `tollgate_gate_results_total` | counter | `result` = passed, failed |
+//! | `tollgate_approval_decisions_total` | counter: reviews recorded | `result` = approved, changes_requested, dismissed |
+//! | `tollgate_git_poll_duration_seconds` | histogram: fetch and plan | |
+//! | `tollgate_poll_errors_total` | counter | `stage` = leadership, poll, reconcile; `class` = transient, stalled |
+//! | `tollgate_http_request_duration_seconds` | histogram | `method`, `route` (the route template), `status` |
+//!
+//! Gate results and approval decisions are read from the audit log as it
+//! grows (every decision is an audit event, whoever made it), counted from
+//! the log's head when the process started. Terminal phases are not gauged:
+//! they only grow; the audit log and `/v1/promotions` hold them.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::store::{AuditRow, Store, StoreError};
+
+/// Phases a promotion can be in while it still moves.
+pub const LIVE_PHASES: [&str; 5] = ["pending_approval", "approved", "waiting_window", "promoting", "soaking"];
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    stage: String,
+    class: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    route: String,
+    status: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn http_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.5, 12))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    promotions: Family<PhaseLabels, Gauge>,
+    gate_results: Family<ResultLabels, Counter>,
+    approval_decisions: Family<ResultLabels, Counter>,
+    poll_duration: Histogram,
+    poll_errors: Family<ErrorLabels, Counter>,
+    http: HistogramFamily<HttpLabels>,
+    /// The last audit seq counted; `None` until the log's head is known.
+    audit_cursor: Mutex<Option<i64>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("tollgate");
+        let promotions = Family::<PhaseLabels, Gauge>::default();
+        registry.register("promotions", "Live promotions by phase", promotions.clone());
+        let gate_results = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "gate_results",
+            "Ring health gate verdicts by result",
+            gate_results.clone(),
+        );
+        let approval_decisions = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "approval_decisions",
+            "Reviews recorded for promotions, by result",
+            approval_decisions.clone(),
+        );
+        let poll_duration = Histogram::new(exponential_buckets(0.01, 2.5, 10));
+        registry.register(
+            "git_poll_duration_seconds",
+            "Time to fetch the governed repo and plan a new revision",
+            poll_duration.clone(),
+        );
+        let poll_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "poll_errors",
+            "Failed controller loop stages, by stage and class",
+            poll_errors.clone(),
+        );
+        let http: HistogramFamily<HttpLabels> = Family::new_with_constructor(http_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP API request latency by method, route and status",
+            http.clone(),
+        );
+        // Every series exists from the start, so `rate()` and alerts see
+        // the first increase rather than a series appearing.
+        for phase in LIVE_PHASES {
+            promotions.get_or_create(&PhaseLabels { phase: phase.into() }).set(0);
+        }
+        for result in ["passed", "failed"] {
+            gate_results
+                .get_or_create(&ResultLabels { result: result.into() })
+                .inc_by(0);
+        }
+        for result in ["approved", "changes_requested"] {
+            approval_decisions
+                .get_or_create(&ResultLabels { result: result.into() })
+                .inc_by(0);
+        }
+        for stage in ["leadership", "poll", "reconcile"] {
+            for class in ["transient", "stalled"] {
+                poll_errors
+                    .get_or_create(&ErrorLabels {
+                        stage: stage.into(),
+                        class: class.into(),
+                    })
+                    .inc_by(0);
+            }
+        }
+        Metrics {
+            registry,
+            promotions,
+            gate_results,
+            approval_decisions,
+            poll_duration,
+            poll_errors,
+            http,
+            audit_cursor: Mutex::new(None),
+        }
+    }
+
+    /// The registry as OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn observe_poll(&self, took: Duration) {
+        self.poll_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn poll_error(&self, stage: &str, transient: bool) {
+        let class = if transient { "transient" } else { "stalled" };
+        self.poll_errors
+            .get_or_create(&ErrorLabels {
+                stage: stage.into(),
+                class: class.into(),
+            })
+            .inc();
+    }
+
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, took: Duration) {
+        let labels = HttpLabels {
+            method: method.into(),
+            route: route.into(),
+            status: status.to_string(),
+        };
+        self.http.get_or_create(&labels).observe(took.as_secs_f64());
+    }
+
+    /// Sets the live-promotion gauge; phases missing from `counts` are 0.
+    pub fn set_live_promotions(&self, counts: &std::collections::BTreeMap<String, u64>) {
+        for phase in LIVE_PHASES {
+            let n = counts.get(phase).copied().unwrap_or(0);
+            self.promotions
+                .get_or_create(&PhaseLabels { phase: phase.into() })
+                .set(n as i64);
+        }
+    }
+
+    /// Counts the audit events appended since the last call. The first call
+    /// only finds the head: history from before this process is not counted.
+    pub async fn observe_audit(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let cursor = *self.audit_cursor.lock().expect("metrics lock");
+        let Some(mut after) = cursor else {
+            let head = store.audit_head().await?.map_or(0, |h| h.seq);
+            let mut guard = self.audit_cursor.lock().expect("metrics lock");
+            guard.get_or_insert(head);
+            return Ok(());
+        };
+        loop {
+            let rows = store.audit_after(after, 1000).await?;
+            let Some(last) = rows.last().map(|r| r.seq) else { break };
+            {
+                // Another caller may have counted these meanwhile: count only
+                // rows past the cursor as it is now.
+                let mut guard = self.audit_cursor.lock().expect("metrics lock");
+                let seen = guard.unwrap_or(0);
+                for row in rows.iter().filter(|r| r.seq > seen) {
+                    self.count(row);
+                }
+                *guard = Some(seen.max(last));
+            }
+            after = last;
+        }
+        Ok(())
+    }
+
+    fn count(&self, row: &AuditRow) {
+        match row.action.as_str() {
+            "gate_passed" => self
+                .gate_results
+                .get_or_create(&ResultLabels {
+                    result: "passed".into(),
+                })
+                .inc(),
+            "gate_failed" => self
+                .gate_results
+                .get_or_create(&ResultLabels {
+                    result: "failed".into(),
+                })
+                .inc(),
+            "review_recorded" => {
+                let result = row.details.get("state").and_then(|s| s.as_str()).unwrap_or("unknown");
+                self.approval_decisions
+                    .get_or_create(&ResultLabels { result: result.into() })
+                    .inc()
+            }
+            _ => 0,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_every_family() {
+        let m = Metrics::new();
+        m.observe_poll(Duration::from_millis(30));
+        m.poll_error("poll", true);
+        m.observe_request("GET", "/v1/promotions/{id}", 404, Duration::from_millis(2));
+        let text = m.encode();
+        for needle in [
+            "tollgate_promotions{phase=\"pending_approval\"} 0",
+            "tollgate_git_poll_duration_seconds_count 1",
+            "tollgate_poll_errors_total{stage=\"poll\",class=\"transient\"} 1",
+            "tollgate_http_request_duration_seconds_count{method=\"GET\",route=\"/v1/promotions/{id}\",status=\"404\"} 1",
+            "# EOF",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from\n{text}");
+        }
+    }
+}
