@@ -266,6 +266,7 @@ async fn rollback_to_the_previous_verified_version_needs_oncall_and_pins_the_rin
         to: RollbackTarget::Previous,
         rings: vec![],
         break_glass_reason: None,
+        dry_run: false,
     };
     let plan = c.plan_rollback(&req).await.unwrap();
     assert!(plan.verified);
@@ -329,6 +330,7 @@ async fn break_glass_rolls_back_without_approval_and_is_loud() {
         to: RollbackTarget::Previous,
         rings: vec!["canary".into()],
         break_glass_reason: Some("  ".into()),
+        dry_run: false,
     };
     assert!(c
         .rollback(&req, "eli", now)
@@ -352,6 +354,7 @@ async fn break_glass_rolls_back_without_approval_and_is_loud() {
         to: RollbackTarget::Previous,
         rings: vec![],
         break_glass_reason: None,
+        dry_run: false,
     };
     assert!(c
         .plan_rollback(&unknown)

@@ -1079,6 +1079,38 @@ async fn an_operator_rolls_a_baseline_back_and_oncall_approves() {
         .await;
     assert_eq!(r.status, 404);
 
+    // The CLI shows the diff and tier first, and without a terminal it
+    // refuses to act unless told --yes.
+    let o = tollgate(
+        &["rollback", "corp-ios", "--to-previous"],
+        h.base.as_str(),
+        Some("dana"),
+    )
+    .await;
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(
+        out.contains("Rollback of baseline/corp-ios in canary to"),
+        "broad already runs the target: {out}"
+    );
+    assert!(out.contains("(a verified version)"), "{out}");
+    assert!(out.contains("passcode.min_length  10 -> 8  loosen"), "{out}");
+    assert!(out.contains("tier T3"), "{out}");
+    assert!(out.contains("needs: 1 approval(s) from oncall"), "{out}");
+    assert!(err.contains("confirm with --yes"), "{err}");
+    let none = h
+        .get("/v1/promotions?phase=pending_approval", Some("vera"))
+        .await
+        .json();
+    assert!(
+        none["promotions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["kind"] != "rollback"),
+        "a refused rollback creates nothing"
+    );
+
     // To the version that completed before: one oncall approval.
     let r = h.post("/v1/rollbacks", Some("dana"), Some(ok)).await;
     assert_eq!(r.status, 201, "{}", r.body);
@@ -1093,6 +1125,9 @@ async fn an_operator_rolls_a_baseline_back_and_oncall_approves() {
         .await
         .json();
     assert_ne!(phase(&view), "pending_approval", "{view}");
+    // The change still soaking in canary carried the rolled-back content: halted.
+    let two = h.get("/v1/promotions/2", Some("vera")).await.json();
+    assert_eq!(phase(&two), "halted", "{two}");
     let audit = h.get("/v1/audit", Some("vera")).await.json();
     assert!(audit
         .as_array()

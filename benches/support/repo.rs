@@ -123,7 +123,7 @@ fn git(dir: &Path) -> Command {
 
 fn generate(spec: RepoSpec, dir: &Path) {
     assert!(
-        spec.commits > SINGLE_FILE_TAIL && spec.baselines >= SINGLE_FILE_TAIL + 1,
+        spec.commits > SINGLE_FILE_TAIL && spec.baselines > SINGLE_FILE_TAIL,
         "a bench repo needs more than {SINGLE_FILE_TAIL} commits and baselines"
     );
     run_expect(
@@ -226,7 +226,8 @@ fn write_history(spec: RepoSpec, out: &mut impl Write) -> std::io::Result<()> {
         } else {
             format!("Batch of {} edits\n\n{}", lines.len(), lines.join("\n"))
         };
-        write_commit(out, n, *rng.pick(&AUTHORS), &message, &files)?;
+        let author: &str = rng.pick::<&str>(&AUTHORS);
+        write_commit(out, n, author, &message, &files)?;
     }
     writeln!(out, "done")
 }

@@ -6,6 +6,7 @@ pub mod client;
 pub mod explain;
 pub mod plan;
 pub mod quickstart;
+pub mod rollback;
 pub mod run;
 pub mod validate;
 
@@ -110,6 +111,8 @@ pub enum Command {
     Approve(client::ApproveArgs),
     /// Stop a live promotion, with a reason.
     Halt(client::HaltArgs),
+    /// Roll a baseline back: shows the diff and tier, asks, then requests it.
+    Rollback(rollback::RollbackArgs),
     /// Verify or export the controller's audit log.
     #[command(subcommand)]
     Audit(client::AuditCommand),
@@ -159,6 +162,11 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Exit> {
         Command::History(args) => client::history_cmd(&args, out, cli.output),
         Command::Approve(args) => client::approve_cmd(&args, out, cli.output),
         Command::Halt(args) => client::halt_cmd(&args, out, cli.output),
+        Command::Rollback(args) => {
+            let stdin = std::io::stdin();
+            let interactive = rollback::stdin_is_terminal();
+            rollback::rollback_cmd(&args, &mut stdin.lock(), interactive, out, cli.output)
+        }
         Command::Audit(command) => client::audit_cmd(&command, out, cli.output),
     }
 }

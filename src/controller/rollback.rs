@@ -44,6 +44,9 @@ pub struct RollbackRequest {
     /// Break-glass: roll back without approvals; the reason is mandatory.
     #[serde(default)]
     pub break_glass_reason: Option<String>,
+    /// Only show what the rollback would do.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// What a rollback would do, shown before it is done.
@@ -131,18 +134,18 @@ impl Controller {
                 });
             }
         }
-        let rings: Vec<Desired> = running
+        let selected: Vec<Desired> = running
             .into_iter()
             .filter(|d| req.rings.is_empty() || req.rings.contains(&d.ring))
             .collect();
-        let current = rings[0].documents.get(&key).cloned();
+        let now_running = selected[0].documents.get(&key).map(|d| d.digest.clone());
         let completed = self.completed().await?;
         let digest_in = |p: &Promotion| p.changes.iter().find(|c| c.key == key).and_then(|c| c.digest.clone());
         let (target_revision, target_digest) = match &req.to {
             RollbackTarget::Previous => completed
                 .iter()
                 .filter_map(|p| digest_in(p).map(|d| (p.revision.clone(), Some(d))))
-                .find(|(_, d)| d.as_ref() != current.as_ref().map(|c| &c.digest))
+                .find(|(_, d)| *d != now_running)
                 .ok_or_else(|| RollbackError::NoPrevious(req.baseline.clone()))?,
             RollbackTarget::Revision(rev) => {
                 let (mirror, rev, name) = (self.mirror().to_path_buf(), rev.clone(), req.baseline.clone());
@@ -151,12 +154,18 @@ impl Controller {
                     .map_err(|e| ControllerError::Join(e.to_string()))??
             }
         };
-        if target_digest.as_ref() == current.as_ref().map(|c| &c.digest) {
+        // Rings that already run the target are left alone.
+        let rings: Vec<Desired> = selected
+            .into_iter()
+            .filter(|d| d.documents.get(&key).map(|doc| &doc.digest) != target_digest.as_ref())
+            .collect();
+        let Some(first) = rings.first() else {
             return Err(RollbackError::NothingToDo {
                 baseline: req.baseline.clone(),
                 revision: target_revision.to_string(),
             });
-        }
+        };
+        let current = first.documents.get(&key).cloned();
         let verified = completed
             .iter()
             .any(|p| p.changes.iter().any(|c| c.key == key && c.digest == target_digest));
@@ -316,12 +325,34 @@ impl Controller {
                 json!({"requirements": plan.requirements, "due_within_hours": 24}),
             ));
         }
+        // In-flight changes that carry the content being rolled back must not
+        // carry it on to further rings: they are halted with the rollback.
+        let mut kv = Vec::new();
+        let bad = plan.current.as_ref().map(|c| c.digest.clone());
+        let live = PromotionFilter {
+            phases: ["pending_approval", "approved", "waiting_window", "promoting", "soaking"]
+                .map(String::from)
+                .to_vec(),
+            limit: 1000,
+            ..Default::default()
+        };
+        for other in self.list(live).await? {
+            let carries = other.changes.iter().any(|c| c.key == plan.document && c.digest == bad);
+            if other.kind == PromotionKind::Change && carries {
+                let halt = crate::promotion::OperatorRequest {
+                    actor: actor.to_string(),
+                    reason: format!("rolled back by promotion {id} ({})", plan.document),
+                };
+                kv.push((super::service::keys::halt(other.id), Some(json!(halt))));
+            }
+        }
         let body = serde_json::to_value(StoredPromotion {
             promotion: promotion.clone(),
             members: governing.members,
         })
         .expect("promotions serialise");
         let t = Transition {
+            kv,
             promotions: vec![PromotionWrite::Insert {
                 id: Some(id),
                 revision: promotion.revision.to_string(),

@@ -247,7 +247,7 @@ async fn halt(
 /// The body of `POST /v1/rollbacks`: the controller's [`RollbackRequest`],
 /// spelled out here so that an unknown (mistyped) member is refused rather
 /// than ignored. `to` is `"previous"` or `{"revision": "REV"}`.
-const ROLLBACK_FIELDS: [&str; 4] = ["baseline", "to", "rings", "break_glass_reason"];
+const ROLLBACK_FIELDS: [&str; 5] = ["baseline", "to", "rings", "break_glass_reason", "dry_run"];
 
 /// Plans a rollback of one baseline and starts it as a rollback promotion
 /// (DESIGN 7); it moves once `oncall` approves, or at once with break-glass.
@@ -289,6 +289,10 @@ async fn rollback(
         return Err(ApiError::invalid_body(
             "break_glass_reason must say why approvals are skipped",
         ));
+    }
+    if req.dry_run {
+        let plan = state.controller().plan_rollback(&req).await.map_err(rollback_error)?;
+        return Ok(Json(json!({"plan": plan})).into_response());
     }
     state.require_leader()?;
     let (p, plan) = state
