@@ -478,3 +478,80 @@ fn plan_of_a_missing_revision_names_it() {
     assert_eq!(code, 1);
     assert!(err.contains("no-such-branch"), "{err}");
 }
+
+#[test]
+fn quickstart_without_run_writes_repo_config_and_tokens() {
+    let dir = TempDir::new().unwrap();
+    let target = dir.path().join("qs");
+    let (code, out, err) = tollgate(&["quickstart", "--no-run", "--dir", target.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("=== ").count(), HISTORY.len(), "{out}");
+    assert!(out.contains("T3 CRITICAL"), "{out}");
+    assert!(out.contains("tollgate approve 1"), "{out}");
+    let config = std::fs::read_to_string(target.join("controller.yaml")).unwrap();
+    let tokens = std::fs::read_to_string(target.join("tokens.env")).unwrap();
+    // Only hashes in the config; the tokens themselves only in the 0600 file.
+    let token = tokens.lines().next().unwrap().split_once('=').unwrap().1;
+    assert!(!config.contains(token));
+    assert!(config.contains(&tollgate::controller::config::token_hash(token)));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(target.join("tokens.env"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    tollgate::controller::ControllerConfig::load(&target.join("controller.yaml")).unwrap();
+    // A second quickstart into the same place refuses rather than overwrite.
+    let (code, _, err) = tollgate(&["quickstart", "--no-run", "--dir", target.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not empty"), "{err}");
+}
+
+#[test]
+fn quickstart_runs_the_controller_which_governs_the_commits_after_adoption() {
+    use std::io::{BufRead, BufReader};
+    let dir = TempDir::new().unwrap();
+    let target = dir.path().join("qs");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["quickstart", "--dir", target.to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let server = loop {
+        let line = lines.next().expect("quickstart printed its server").unwrap();
+        if let Some(url) = line.strip_prefix("tollgate: serving the API on ") {
+            break url.trim().to_string();
+        }
+    };
+    let tokens = std::fs::read_to_string(target.join("tokens.env")).unwrap();
+    let ops = tokens
+        .lines()
+        .find_map(|l| l.strip_prefix("TOKEN_OPS="))
+        .unwrap()
+        .to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let promotions = loop {
+        let got = ureq::get(&format!("{server}/v1/promotions"))
+            .header("Authorization", format!("Bearer {ops}"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+        if let Some(v) = got.filter(|v| v["promotions"].as_array().is_some_and(|a| !a.is_empty())) {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "no promotion appeared");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let p = &promotions["promotions"][0];
+    assert_eq!(p["tier"], 3, "the wipe setting after the adopted state: {p}");
+    assert_eq!(p["phase"]["phase"], "pending_approval");
+}

@@ -100,6 +100,9 @@ pub enum Command {
         /// by default a new directory under the system temp dir.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Only write the repo and config and print the plans; do not start the controller.
+        #[arg(long)]
+        no_run: bool,
     },
     /// Run the controller: watch the governed repo, serve the HTTP API, drive promotions.
     Run(run::RunArgs),
@@ -150,12 +153,12 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Exit> {
             platform,
             group,
         } => explain_cmd(&repo, rev.as_deref(), &platform, &group, out, cli.output),
-        Command::Quickstart { dir } => {
+        Command::Quickstart { dir, no_run } => {
             let dir = dir.unwrap_or_else(|| {
                 let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
                 std::env::temp_dir().join(format!("tollgate-quickstart-{stamp}-{}", std::process::id()))
             });
-            quickstart_cmd(&dir, out, style)
+            quickstart_cmd(&dir, !no_run, out, style)
         }
         Command::Run(args) => run::run_cmd(&args, out),
         Command::Status(args) => client::status_cmd(&args, out, cli.output),

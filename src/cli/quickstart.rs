@@ -7,7 +7,9 @@ use std::path::Path;
 use anyhow::{bail, Context};
 
 use super::plan::{compute_plan, PlanArgs, PlanOutcome};
+use super::run::{run_cmd, RunArgs};
 use super::Exit;
+use crate::controller::config::{token_hash, Role};
 use crate::render::{plan_text, Style};
 use crate::source::git::GitRepo;
 
@@ -26,11 +28,11 @@ rings:
   - {name: pilot,  selector: {groups: [mdm-pilot]},  soak: 24h, gate: {min_applied: 0.95, max_noncompliant_increase: 0.01}}
   - {name: broad,  selector: {all: true}}
 approvers:
-  mdm-security: {forge_team: acme/mdm-security}
-  mdm-ios:      {forge_team: acme/mdm-ios}
-  mdm-android:  {forge_team: acme/mdm-android}
-  mdm-windows:  {forge_team: acme/mdm-windows}
-  mdm-macos:    {forge_team: acme/mdm-macos}
+  mdm-security: {forge_team: acme/mdm-security, users: [sec1]}
+  mdm-ios:      {forge_team: acme/mdm-ios, users: [ios1]}
+  mdm-android:  {forge_team: acme/mdm-android, users: [android1]}
+  mdm-windows:  {forge_team: acme/mdm-windows, users: [windows1]}
+  mdm-macos:    {forge_team: acme/mdm-macos, users: [macos1]}
   oncall:       {users: [dana, eli]}
 windows:
   business-hours: {days: [mon, tue, wed, thu], start: "09:00", end: "16:00", tz: Europe/Berlin}
@@ -46,11 +48,11 @@ rings:
   - {name: pilot,  selector: {groups: [mdm-pilot]},  soak: 24h, gate: {min_applied: 0.95, max_noncompliant_increase: 0.01}}
   - {name: broad,  selector: {all: true}}
 approvers:
-  mdm-security: {forge_team: acme/mdm-security}
-  mdm-ios:      {forge_team: acme/mdm-ios}
-  mdm-android:  {forge_team: acme/mdm-android}
-  mdm-windows:  {forge_team: acme/mdm-windows}
-  mdm-macos:    {forge_team: acme/mdm-macos}
+  mdm-security: {forge_team: acme/mdm-security, users: [sec1]}
+  mdm-ios:      {forge_team: acme/mdm-ios, users: [ios1]}
+  mdm-android:  {forge_team: acme/mdm-android, users: [android1]}
+  mdm-windows:  {forge_team: acme/mdm-windows, users: [windows1]}
+  mdm-macos:    {forge_team: acme/mdm-macos, users: [macos1]}
   oncall:       {users: [dana, eli]}
 windows:
   business-hours: {days: [mon, tue, wed, thu], start: "09:00", end: "16:00", tz: Europe/Berlin}
@@ -371,22 +373,24 @@ pub fn write_sample_repo(dir: &Path, history: &[SampleCommit]) -> anyhow::Result
     Ok(ids)
 }
 
-pub fn quickstart_cmd(dir: &Path, out: &mut dyn Write, style: Style) -> anyhow::Result<Exit> {
-    let ids = write_sample_repo(dir, HISTORY)?;
-    let git = GitRepo::open(dir)?;
+/// Writes the sample repo under `dir/repo` and prints the plan of every commit.
+pub fn write_and_plan(dir: &Path, out: &mut dyn Write, style: Style) -> anyhow::Result<std::path::PathBuf> {
+    let repo = dir.join("repo");
+    let ids = write_sample_repo(&repo, HISTORY)?;
+    let git = GitRepo::open(&repo)?;
     writeln!(
         out,
         "Wrote a sample governed repo with {} commits to {}\n",
         ids.len(),
-        dir.display()
+        repo.display()
     )?;
-    // The first commit is planned against git's empty tree: it goes through
+    // The first commit is planned against nothing: it goes through
     // governance like any other change.
     let mut base: Option<String> = None;
     for (id, c) in ids.iter().zip(HISTORY) {
         writeln!(out, "=== {} {} ({})", &id[..12], c.message, c.author)?;
         let args = PlanArgs {
-            repo: dir.to_path_buf(),
+            repo: repo.clone(),
             base: base.clone(),
             head: id.clone(),
             fleet: None,
@@ -403,17 +407,123 @@ pub fn quickstart_cmd(dir: &Path, out: &mut dyn Write, style: Style) -> anyhow::
         writeln!(out)?;
         base = Some(id.clone());
     }
-    writeln!(out, "Try next:")?;
-    writeln!(out, "  tollgate validate --repo {}", dir.display())?;
+    Ok(repo)
+}
+
+/// The people of the sample's approver groups, and the operator, with the
+/// role each token gets.
+const PEOPLE: &[(&str, Role)] = &[
+    ("ops", Role::Operator),
+    ("sec1", Role::Approver),
+    ("ios1", Role::Approver),
+    ("dana", Role::Approver),
+];
+
+/// A random bearer token (128 bits from the OS).
+fn new_token() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(format!("tg_{}", hex::encode(bytes)))
+}
+
+/// Writes a ControllerConfig for the sample and a tokens file (mode 0600);
+/// returns the config path, the server URL and the tokens.
+pub fn write_controller_config(
+    dir: &Path,
+    repo: &Path,
+) -> anyhow::Result<(std::path::PathBuf, String, Vec<(String, String)>)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut tokens = Vec::new();
+    let mut entries = String::new();
+    for (name, role) in PEOPLE {
+        let token = new_token()?;
+        let role = serde_json::to_value(role)?.as_str().unwrap_or("viewer").to_string();
+        entries.push_str(&format!(
+            "  - {{name: {name}, role: {role}, sha256: \"{}\"}}\n",
+            token_hash(&token)
+        ));
+        tokens.push((name.to_string(), token));
+    }
+    let config = dir.join("controller.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: tollgate.dev/v1alpha1\nkind: ControllerConfig\nsource: {{url: \"file://{}\", branch: main, interval: 5s}}\nstore: \"sqlite://{}\"\nlisten: \"127.0.0.1:{port}\"\nforge: {{local: {{}}}}\nmirror: \"{}\"\ntokens:\n{entries}",
+            repo.display(),
+            dir.join("state.db").display(),
+            dir.join("mirror").display(),
+        ),
+    )?;
+    let env: String = tokens
+        .iter()
+        .map(|(n, t)| format!("TOKEN_{}={t}\n", n.to_uppercase()))
+        .collect();
+    let env_path = dir.join("tokens.env");
+    std::fs::write(&env_path, env)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&env_path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok((config, format!("http://127.0.0.1:{port}"), tokens))
+}
+
+pub fn quickstart_cmd(dir: &Path, run: bool, out: &mut dyn Write, style: Style) -> anyhow::Result<Exit> {
+    let repo = write_and_plan(dir, out, style)?;
+    let (config, server, _) = write_controller_config(dir, &repo)?;
+    let d = dir.display();
     writeln!(
         out,
-        "  tollgate plan --repo {} --base HEAD~3 --head HEAD -o markdown",
-        dir.display()
+        "Controller config: {} (tokens in {d}/tokens.env)",
+        config.display()
     )?;
     writeln!(
         out,
-        "  tollgate explain --repo {} --platform ios --group mdm-canary",
-        dir.display()
+        "The controller adopts the fleet at HEAD~2 (before the wipe setting) and governs the commits after it.\n"
     )?;
-    Ok(Exit::Ok)
+    writeln!(out, "In another terminal:")?;
+    writeln!(
+        out,
+        "  set -a; . {d}/tokens.env; set +a; export TOLLGATE_SERVER={server}"
+    )?;
+    writeln!(
+        out,
+        "  TOLLGATE_TOKEN=$TOKEN_OPS  tollgate status                 # watch"
+    )?;
+    writeln!(
+        out,
+        "  TOLLGATE_TOKEN=$TOKEN_IOS1 tollgate approve 1              # one owner approval"
+    )?;
+    writeln!(out, "  TOLLGATE_TOKEN=$TOKEN_SEC1 tollgate approve 1              # plus mdm-security: T3 needs both, in business hours")?;
+    writeln!(
+        out,
+        "  TOLLGATE_TOKEN=$TOKEN_OPS  tollgate rollback corp-ios --to HEAD~2   # shows the diff and tier, asks"
+    )?;
+    writeln!(
+        out,
+        "  TOLLGATE_TOKEN=$TOKEN_DANA tollgate approve 2              # on-call approves the rollback"
+    )?;
+    writeln!(
+        out,
+        "  TOLLGATE_TOKEN=$TOKEN_OPS  tollgate audit verify           # the whole trail, hash-chained"
+    )?;
+    writeln!(
+        out,
+        "Without reporting devices a ring's gate does not pass, so promotions stop after their first ring.\n"
+    )?;
+    out.flush()?;
+    if !run {
+        writeln!(
+            out,
+            "Start it with: tollgate run --config {} --adopt HEAD~2",
+            config.display()
+        )?;
+        return Ok(Exit::Ok);
+    }
+    let args = RunArgs {
+        config,
+        adopt: Some("HEAD~2".into()),
+    };
+    run_cmd(&args, out)
 }
