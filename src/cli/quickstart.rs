@@ -427,12 +427,16 @@ fn new_token() -> anyhow::Result<String> {
     Ok(format!("tg_{}", hex::encode(bytes)))
 }
 
-/// Writes a ControllerConfig for the sample and a tokens file (mode 0600);
-/// returns the config path, the server URL and the tokens.
-pub fn write_controller_config(
-    dir: &Path,
-    repo: &Path,
-) -> anyhow::Result<(std::path::PathBuf, String, Vec<(String, String)>)> {
+/// What [`write_controller_config`] wrote.
+pub struct SampleController {
+    pub config: std::path::PathBuf,
+    pub server: String,
+    /// (name, token) pairs; only their hashes are in the config.
+    pub tokens: Vec<(String, String)>,
+}
+
+/// Writes a ControllerConfig for the sample and a tokens file (mode 0600).
+pub fn write_controller_config(dir: &Path, repo: &Path) -> anyhow::Result<SampleController> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut tokens = Vec::new();
     let mut entries = String::new();
@@ -466,12 +470,16 @@ pub fn write_controller_config(
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&env_path, std::fs::Permissions::from_mode(0o600))?;
     }
-    Ok((config, format!("http://127.0.0.1:{port}"), tokens))
+    Ok(SampleController {
+        config,
+        server: format!("http://127.0.0.1:{port}"),
+        tokens,
+    })
 }
 
 pub fn quickstart_cmd(dir: &Path, run: bool, out: &mut dyn Write, style: Style) -> anyhow::Result<Exit> {
     let repo = write_and_plan(dir, out, style)?;
-    let (config, server, _) = write_controller_config(dir, &repo)?;
+    let SampleController { config, server, .. } = write_controller_config(dir, &repo)?;
     let d = dir.display();
     writeln!(
         out,
