@@ -229,10 +229,13 @@ pub fn diff_settings(base: Option<&Baseline>, head: Option<&Baseline>, catalog: 
     let empty = Default::default();
     let b = base.map_or(&empty, |x| &x.settings);
     let h = head.map_or(&empty, |x| &x.settings);
-    let keys: BTreeSet<&String> = b.keys().chain(h.keys()).collect();
     let mut out = Vec::new();
-    for key in keys {
-        let (old, new) = (b.get(key), h.get(key));
+    // Both maps are sorted: walk them side by side, and skip equal values
+    // before any catalogue work (most settings of a large baseline are).
+    for (key, old, new) in merge_sorted(b, h) {
+        if old == new {
+            continue;
+        }
         let entry = catalog.get(key);
         let (mut added, mut removed) = (Vec::new(), Vec::new());
         if let (Some(e), Some(Value::Array(o)), Some(Value::Array(n))) = (entry, old, new) {
@@ -276,6 +279,28 @@ pub fn diff_settings(base: Option<&Baseline>, head: Option<&Baseline>, catalog: 
         });
     }
     out
+}
+
+/// The union of two sorted maps' keys with each side's value, in key order.
+fn merge_sorted<'a, V>(
+    a: &'a std::collections::BTreeMap<String, V>,
+    b: &'a std::collections::BTreeMap<String, V>,
+) -> impl Iterator<Item = (&'a String, Option<&'a V>, Option<&'a V>)> {
+    let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (None, None) => None,
+        (Some(_), None) => a.next().map(|(k, v)| (k, Some(v), None)),
+        (None, Some(_)) => b.next().map(|(k, v)| (k, None, Some(v))),
+        (Some((ka, _)), Some((kb, _))) => match ka.cmp(kb) {
+            std::cmp::Ordering::Less => a.next().map(|(k, v)| (k, Some(v), None)),
+            std::cmp::Ordering::Greater => b.next().map(|(k, v)| (k, None, Some(v))),
+            std::cmp::Ordering::Equal => {
+                let (k, va) = a.next().expect("peeked");
+                let (_, vb) = b.next().expect("peeked");
+                Some((k, Some(va), Some(vb)))
+            }
+        },
+    })
 }
 
 fn diff_exception(

@@ -6,6 +6,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Libraries (the Rego parser) build errors while backtracking; with
+    // RUST_BACKTRACE set each would capture a backtrace and slow every plan.
+    // Panics keep theirs (RUST_BACKTRACE still governs them).
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: single-threaded here, before anything reads the environment.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
     let cli = tollgate::cli::Cli::parse();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
