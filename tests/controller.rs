@@ -394,3 +394,35 @@ async fn adopt_records_the_fleet_state_then_governs_from_there() {
     assert_eq!(log[0].action.as_str(), "adopted");
     assert_eq!(log[0].actor, "dana");
 }
+
+#[tokio::test]
+async fn break_glass_promotes_without_approvals_outside_the_window_and_is_loud() {
+    let dir = TempDir::new().unwrap();
+    let (c, _repo) = setup(&dir).await;
+    // Saturday night: outside business hours, and nobody approved.
+    let saturday = Utc.with_ymd_and_hms(2026, 11, 28, 22, 0, 0).unwrap();
+    let id = c.poll(saturday).await.unwrap().unwrap();
+    c.reconcile(saturday).await.unwrap();
+    assert_eq!(
+        c.reconcile(saturday).await.unwrap(),
+        0,
+        "nothing moves without approvals"
+    );
+    let p = c
+        .break_glass(id, "dana", "fleet-wide passcode bypass being exploited", saturday)
+        .await
+        .unwrap();
+    assert!(matches!(p.phase, Phase::Soaking { ring: 0, .. }), "{:?}", p.phase);
+    let log = audit_log(&c).await;
+    verify(log.clone()).unwrap();
+    let bg = log.iter().find(|e| e.action.as_str() == "break_glass").unwrap();
+    assert_eq!(bg.actor, "dana");
+    assert_eq!(bg.details["reason"], "fleet-wide passcode bypass being exploited");
+    assert!(log.iter().any(|e| e.action.as_str() == "follow_up_review_requested"));
+    let approved = log.iter().find(|e| e.action.as_str() == "promotion_approved").unwrap();
+    assert_eq!(approved.details["break_glass"]["actor"], "dana");
+    // Not on a finished promotion.
+    c.halt(id, "dana", "enough", saturday).await.unwrap();
+    let err = c.break_glass(id, "dana", "again", saturday).await.unwrap_err();
+    assert!(err.to_string().contains("halted"), "{err}");
+}

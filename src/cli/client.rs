@@ -494,6 +494,42 @@ pub fn approve_cmd(args: &ApproveArgs, out: &mut dyn Write, format: Format) -> a
     })
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct BreakGlassArgs {
+    /// The promotion id.
+    #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+    pub id: i64,
+    /// Why approvals, windows and freezes are skipped (kept in the audit log).
+    #[arg(long)]
+    pub reason: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+pub fn break_glass_cmd(args: &BreakGlassArgs, out: &mut dyn Write, format: Format) -> anyhow::Result<Exit> {
+    if args.reason.trim().is_empty() {
+        bail!("--reason must say why approvals are skipped");
+    }
+    let api = Api::new(&args.server)?;
+    respond(out, format, |out| {
+        let view = api.post_json(
+            &format!("/v1/promotions/{}/break-glass", args.id),
+            &json!({"reason": args.reason}),
+        )?;
+        if format == Format::Json {
+            write_json(out, &view)?;
+        } else {
+            writeln!(
+                out,
+                "promotion {}: BREAK-GLASS recorded; now {}. A follow-up review with the normal approvals is due within 24h.",
+                args.id,
+                phase_text(&view["promotion"])
+            )?;
+        }
+        Ok(Exit::Ok)
+    })
+}
+
 pub fn halt_cmd(args: &HaltArgs, out: &mut dyn Write, format: Format) -> anyhow::Result<Exit> {
     if args.reason.trim().is_empty() {
         bail!("--reason must say why the promotion stops");

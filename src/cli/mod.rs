@@ -114,6 +114,8 @@ pub enum Command {
     Approve(client::ApproveArgs),
     /// Stop a live promotion, with a reason.
     Halt(client::HaltArgs),
+    /// Let a promotion move without approvals, windows or freezes (audited).
+    BreakGlass(client::BreakGlassArgs),
     /// Roll a baseline back: shows the diff and tier, asks, then requests it.
     Rollback(rollback::RollbackArgs),
     /// Verify or export the controller's audit log.
@@ -165,6 +167,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Exit> {
         Command::History(args) => client::history_cmd(&args, out, cli.output),
         Command::Approve(args) => client::approve_cmd(&args, out, cli.output),
         Command::Halt(args) => client::halt_cmd(&args, out, cli.output),
+        Command::BreakGlass(args) => client::break_glass_cmd(&args, out, cli.output),
         Command::Rollback(args) => {
             let stdin = std::io::stdin();
             let interactive = rollback::stdin_is_terminal();

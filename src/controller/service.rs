@@ -462,6 +462,64 @@ impl Controller {
         Ok(self.load(id).await?.1.promotion)
     }
 
+    /// Break-glass: lets a live promotion move without its approvals, window
+    /// or freeze, for `reason`. Loudly audited, with a follow-up review request
+    /// that needs the normal approvals within 24 hours.
+    pub async fn break_glass(
+        &self,
+        id: i64,
+        actor: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Promotion, ControllerError> {
+        {
+            let _w = self.write.lock().await;
+            let (rec, mut stored) = self.load(id).await?;
+            if stored.promotion.phase.is_terminal() {
+                return Err(ControllerError::NotLive {
+                    id,
+                    phase: stored.promotion.phase.name().into(),
+                    action: "break-glass",
+                });
+            }
+            let p = &mut stored.promotion;
+            p.break_glass = Some(crate::promotion::BreakGlass {
+                actor: actor.into(),
+                reason: reason.into(),
+                at: now,
+            });
+            let subject = format!("promotion/{id}");
+            let needs: Vec<_> = p
+                .changes
+                .iter()
+                .map(|c| json!({"change": c.key, "requirements": c.requirements}))
+                .collect();
+            let events = vec![
+                (
+                    actor.to_string(),
+                    "break_glass".to_string(),
+                    subject.clone(),
+                    json!({"reason": reason, "skips": ["approvals", "windows", "freezes"], "phase": p.phase.name()}),
+                ),
+                (
+                    "controller".to_string(),
+                    "follow_up_review_requested".to_string(),
+                    subject,
+                    json!({"needs": needs, "due_within_hours": 24}),
+                ),
+            ];
+            let phase = p.phase.name().to_string();
+            let body = serde_json::to_value(&stored).expect("promotions serialise");
+            let t = Transition {
+                promotions: vec![PromotionWrite::update(&rec, phase, body)],
+                ..Default::default()
+            };
+            self.commit(t, events, now).await?;
+        }
+        self.reconcile(now).await?;
+        Ok(self.load(id).await?.1.promotion)
+    }
+
     /// Records an existing fleet's state: `rev` becomes what every ring runs,
     /// without a promotion, with an `adopted` audit event. Only on a store that
     /// has never published anything; later revisions are governed from there.

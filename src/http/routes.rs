@@ -57,6 +57,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/promotions/{id}", get(get_promotion))
         .route("/v1/promotions/{id}/approve", post(approve))
         .route("/v1/promotions/{id}/halt", post(halt))
+        .route("/v1/promotions/{id}/break-glass", post(break_glass))
         .route("/v1/rollbacks", post(rollback))
         .route("/v1/trigger", post(trigger))
         .route("/v1/desired", get(desired))
@@ -240,6 +241,36 @@ async fn halt(
     state.require_leader()?;
     let p = state.controller().halt(id, &caller.name, reason, state.now()).await?;
     tracing::info!(promotion = id, actor = %caller.name, phase = p.phase.name(), "halt requested");
+    refresh_quietly(&state).await;
+    promotion_view(&state, id).await.map(Json)
+}
+
+/// Break-glass on a live promotion (operator): it moves without approvals,
+/// windows or freezes. The reason is mandatory; the audit log records it with
+/// a follow-up review request.
+async fn break_glass(
+    Authorized { caller, .. }: Authorized<Operate>,
+    State(state): State<ApiState>,
+    PromotionId(id): PromotionId,
+    JsonBody(body): JsonBody<HaltBody>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(HaltBody { reason }) = body else {
+        return Err(ApiError::invalid_body(
+            "a body {\"reason\": \"...\"} is required: say why approvals are skipped",
+        ));
+    };
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
+        return Err(ApiError::invalid_body(format!(
+            "reason must say why approvals are skipped, in at most {MAX_REASON_CHARS} characters"
+        )));
+    }
+    state.require_leader()?;
+    let p = state
+        .controller()
+        .break_glass(id, &caller.name, reason, state.now())
+        .await?;
+    tracing::warn!(promotion = id, actor = %caller.name, phase = p.phase.name(), "break-glass");
     refresh_quietly(&state).await;
     promotion_view(&state, id).await.map(Json)
 }
