@@ -36,6 +36,35 @@ fn monday() -> DateTime<Utc> {
 }
 
 async fn setup(dir: &TempDir) -> (Controller, std::path::PathBuf) {
+    let db = format!("sqlite://{}", dir.path().join("state.db").display());
+    setup_with(dir, &db).await
+}
+
+/// A fresh schema on the PostgreSQL server named by TOLLGATE_TEST_POSTGRES_URL
+/// (CI always sets it; locally the PostgreSQL variant is skipped without it).
+async fn postgres_url() -> Option<String> {
+    use sqlx::{Connection, Executor};
+    let Ok(base) = std::env::var("TOLLGATE_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the PostgreSQL variant: set TOLLGATE_TEST_POSTGRES_URL"
+        );
+        eprintln!("notice: TOLLGATE_TEST_POSTGRES_URL is not set; skipping the PostgreSQL controller test");
+        return None;
+    };
+    let schema = format!(
+        "tollgate_controller_{}_{}",
+        std::process::id(),
+        Utc::now().timestamp_subsec_micros()
+    );
+    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+    admin.execute(format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
+    admin.close().await.unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+}
+
+async fn setup_with(dir: &TempDir, store_url: &str) -> (Controller, std::path::PathBuf) {
     let repo = dir.path().join("repo");
     let history = [SampleCommit {
         author: "priya",
@@ -46,8 +75,7 @@ async fn setup(dir: &TempDir) -> (Controller, std::path::PathBuf) {
         ],
     }];
     write_sample_repo(&repo, &history).unwrap();
-    let db = format!("sqlite://{}", dir.path().join("state.db").display());
-    let store = store::open(&db).await.unwrap();
+    let store = store::open(store_url).await.unwrap();
     let url = format!("file://{}", repo.display());
     let c = Controller::new(
         store,
@@ -91,6 +119,18 @@ async fn audit_log(c: &Controller) -> Vec<AuditEvent> {
 async fn first_revision_is_governed_then_promoted_ring_by_ring() {
     let dir = TempDir::new().unwrap();
     let (c, repo) = setup(&dir).await;
+    governed_end_to_end(c, repo).await;
+}
+
+#[tokio::test]
+async fn the_same_on_postgresql() {
+    let Some(url) = postgres_url().await else { return };
+    let dir = TempDir::new().unwrap();
+    let (c, repo) = setup_with(&dir, &url).await;
+    governed_end_to_end(c, repo).await;
+}
+
+async fn governed_end_to_end(c: Controller, repo: std::path::PathBuf) {
     let now = monday();
     let id = c.poll(now).await.unwrap().expect("a promotion for the first revision");
     assert_eq!(c.poll(now).await.unwrap(), None, "the same tip is not planned twice");
