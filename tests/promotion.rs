@@ -230,6 +230,23 @@ fn an_approval_revoked_after_canary_stops_pilot() {
 }
 
 #[test]
+fn an_approval_withdrawn_while_waiting_for_the_window_stops_the_promotion() {
+    let m = members();
+    let friday = Utc.with_ymd_and_hms(2026, 11, 27, 9, 0, 0).unwrap();
+    let mut reviews = vec![approval("ios1", friday), approval("sec1", friday)];
+    let (p, _) = next(&promotion(3), &facts(friday, &reviews, &m, healthy()));
+    assert!(matches!(p.phase, Phase::WaitingWindow { .. }));
+    let mut revoked = approval("ios1", friday + Duration::hours(1));
+    revoked.state = ReviewState::ChangesRequested;
+    reviews.push(revoked);
+    let monday = Utc.with_ymd_and_hms(2026, 11, 30, 8, 0, 0).unwrap();
+    let (p, fx) = next(&p, &facts(monday, &reviews, &m, healthy()));
+    assert_eq!(audits(&fx), ["approval_withdrawn"]);
+    assert!(published(&fx).is_empty());
+    assert_eq!(p.phase, Phase::PendingApproval { ring: 0 });
+}
+
+#[test]
 fn a_ring_without_reporting_devices_does_not_pass_its_gate() {
     let m = members();
     let reviews = [approval("ios1", t0())];
@@ -421,7 +438,7 @@ fn event() -> impl Strategy<Value = Event> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    #![proptest_config(ProptestConfig::with_cases(1000))]
 
     #[test]
     fn no_ring_without_requirements_no_skipped_gate_every_transition_audited(

@@ -269,27 +269,30 @@ fn step(p: &mut Promotion, f: &Facts, fx: &mut Vec<Effect>) {
                 p.phase = Phase::Approved { ring };
             }
         }
-        Phase::Approved { ring } | Phase::WaitingWindow { ring, .. } => match window_block(p, f.now) {
-            None => {
-                p.phase = Phase::Promoting { ring };
-            }
-            Some((reason, until)) => {
-                let waiting = Phase::WaitingWindow {
-                    ring,
-                    reason: reason.clone(),
-                    until,
-                };
-                if p.phase != waiting {
+        Phase::Approved { ring } | Phase::WaitingWindow { ring, .. } => {
+            // Approvals count at the moment of promotion (DESIGN 6): one
+            // withdrawn while the promotion waited for its window stops it.
+            if p.break_glass.is_none() {
+                let results = evaluate_approvals(p, f, ring);
+                if !results.iter().all(|r| r.satisfied) {
+                    let missing: Vec<&str> = results
+                        .iter()
+                        .map(|r| r.missing.as_str())
+                        .filter(|m| !m.is_empty())
+                        .collect();
                     audit(
                         p,
                         fx,
-                        "waiting_window",
-                        json!({"ring": p.rings[ring].name, "reason": reason, "until": until}),
+                        "approval_withdrawn",
+                        json!({"ring": p.rings[ring].name, "missing": missing}),
                     );
-                    p.phase = waiting;
+                    p.approvals = results;
+                    p.phase = Phase::PendingApproval { ring };
+                    return;
                 }
             }
-        },
+            step_window(p, f, fx, ring);
+        }
         Phase::Promoting { ring } => {
             let r = &p.rings[ring];
             fx.push(Effect::Publish {
@@ -350,6 +353,30 @@ fn step(p: &mut Promotion, f: &Facts, fx: &mut Vec<Effect>) {
             }
         }
         Phase::Complete | Phase::Halted { .. } | Phase::Superseded { .. } => {}
+    }
+}
+
+fn step_window(p: &mut Promotion, f: &Facts, fx: &mut Vec<Effect>, ring: usize) {
+    match window_block(p, f.now) {
+        None => {
+            p.phase = Phase::Promoting { ring };
+        }
+        Some((reason, until)) => {
+            let waiting = Phase::WaitingWindow {
+                ring,
+                reason: reason.clone(),
+                until,
+            };
+            if p.phase != waiting {
+                audit(
+                    p,
+                    fx,
+                    "waiting_window",
+                    json!({"ring": p.rings[ring].name, "reason": reason, "until": until}),
+                );
+                p.phase = waiting;
+            }
+        }
     }
 }
 
