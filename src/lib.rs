@@ -9,6 +9,7 @@ pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod controller;
+pub mod devices;
 pub mod diff;
 pub mod digest;
 pub mod explain;

@@ -1,0 +1,1 @@
+//! The fleet index: latest state per device, findings, ring health.

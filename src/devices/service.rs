@@ -1,0 +1,1 @@
+//! The devices service: ingestion, persistence, findings audit, ring health.
