@@ -37,6 +37,10 @@ use crate::tree::RepoPath;
 /// then [`NoDevices`] answers: no evidence, so no gate passes.
 pub trait RingHealth: Send + Sync {
     fn reading(&self, ring: &str, revision: &CommitSha, since: DateTime<Utc>) -> GateReading;
+
+    /// Called once a new desired state of `ring`, published at `at`, is
+    /// committed: the moment to take the reference the gate compares with.
+    fn published(&self, _ring: &str, _at: DateTime<Utc>) {}
 }
 
 pub struct NoDevices;
@@ -150,6 +154,17 @@ impl Controller {
     /// The local bare mirror of the governed repo.
     pub fn mirror(&self) -> &std::path::Path {
         &self.mirror
+    }
+
+    /// Commits a transition with audit events `(actor, action, subject,
+    /// details)` under the write lock, so they continue the one audit chain.
+    pub async fn commit_events(
+        &self,
+        t: Transition,
+        events: Vec<(String, String, String, Value)>,
+        now: DateTime<Utc>,
+    ) -> Result<(), ControllerError> {
+        self.commit_locked(t, events, now).await
     }
 
     /// Commits a transition with its audit events under the write lock.
@@ -371,7 +386,18 @@ impl Controller {
                 hash: e.hash,
             });
         }
+        let published: Vec<(String, DateTime<Utc>)> =
+            t.kv.iter()
+                .filter(|(k, _)| k.starts_with("desired/"))
+                .filter_map(|(_, v)| {
+                    let d: Desired = serde_json::from_value(v.clone()?).ok()?;
+                    Some((d.ring, d.published_at))
+                })
+                .collect();
         self.store.commit(t).await?;
+        for (ring, at) in published {
+            self.health.published(&ring, at);
+        }
         Ok(())
     }
 
