@@ -1348,3 +1348,238 @@ async fn tollgate_run_adopts_a_running_fleet_once() {
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("already published"), "{stderr}");
 }
+
+/// `/v1/rings` with its revisions replaced by `[tip]` (checked first), for a snapshot.
+fn rings_redacted(rings: &Value, tip: &str) -> Value {
+    let mut v = rings.clone();
+    assert_eq!(v["revision"], tip, "{rings}");
+    v["revision"] = json!("[tip]");
+    for ring in v["rings"].as_array_mut().unwrap() {
+        if ring["published"].is_object() {
+            assert_eq!(ring["published"]["revision"], tip, "{rings}");
+            ring["published"]["revision"] = json!("[tip]");
+        }
+    }
+    v
+}
+
+#[tokio::test]
+async fn desired_serves_the_promoted_baselines_with_their_settings() {
+    let h = Harness::start().await;
+    let r = h.get("/v1/rings", Some("mdm-reporter")).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (404, "not_found"),
+        "no config before the first fetch"
+    );
+    assert!(h.pass().await);
+    let tip = h.get("/v1/status", Some("vera")).await.json()["source"]["tip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Before any promotion: the rings of the tip's config, none published.
+    let rings = h.get("/v1/rings", Some("mdm-reporter")).await;
+    assert_eq!(rings.status, 200, "{}", rings.body);
+    let rings = rings.json();
+    assert!(
+        rings["rings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["published"].is_null()),
+        "{rings}"
+    );
+
+    h.post("/v1/promotions/1/approve", Some("ios1"), None).await;
+    let view = h.post("/v1/promotions/1/approve", Some("sec1"), None).await.json();
+    assert_eq!(phase(&view), "soaking", "{view}");
+    let tier = view["promotion"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["key"] == "baseline/corp-ios")
+        .map(|c| c["tier"].clone())
+        .unwrap();
+
+    let canary = h.get("/v1/desired?ring=canary", Some("mdm-reporter")).await;
+    assert_eq!(canary.status, 200, "{}", canary.body);
+    assert_eq!(canary.header("content-type"), Some("application/json"));
+    assert_eq!(canary.header("cache-control"), Some("no-cache"));
+    let body = canary.json();
+    assert_eq!(
+        (&body["ring"], &body["ring_index"], &body["promotion"]),
+        (&json!("canary"), &json!(0), &json!(1))
+    );
+    assert_eq!(body["base_revision"], tip.as_str());
+    assert_eq!(body["pins"], json!({}));
+    assert_eq!(body["exceptions"], json!([]));
+    let baselines = body["baselines"].as_array().unwrap();
+    assert_eq!(baselines.len(), 1, "the governance change is not for devices: {body}");
+    let ios = &baselines[0];
+    assert_eq!(ios["name"], "corp-ios");
+    assert_eq!(ios["revision"], tip.as_str());
+    assert_eq!((&ios["promotion"], &ios["tier"]), (&json!(1), &tier));
+    assert_eq!(ios["platform"], "ios");
+    assert_eq!(ios["owners"], json!(["mdm-ios"]));
+    assert_eq!(ios["target_groups"], json!(["phones", "mdm-canary"]));
+    assert_eq!(
+        ios["settings"],
+        json!({"passcode.min_length": 8}),
+        "the YAML's settings"
+    );
+    // The digest is the one the promotion approved.
+    let approved = view["promotion"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["key"] == "baseline/corp-ios")
+        .map(|c| c["digest"].clone())
+        .unwrap();
+    assert_eq!(ios["digest"], approved);
+
+    // Polls of the unchanged ring: the same tag, 304 when the client has it,
+    // and git is not read again.
+    let etag = canary.header("etag").unwrap().to_string();
+    let resolved = h.state.desired().resolutions();
+    let url = format!("{}/v1/desired?ring=canary", h.base);
+    for _ in 0..3 {
+        let again = h.get("/v1/desired?ring=canary", Some("vera")).await;
+        assert_eq!(
+            (again.header("etag"), again.body.as_str()),
+            (Some(etag.as_str()), canary.body.as_str())
+        );
+        let not_modified = call(
+            "GET",
+            url.clone(),
+            Some(token("mdm-reporter")),
+            None,
+            vec![("If-None-Match", &etag)],
+        )
+        .await;
+        assert_eq!((not_modified.status, not_modified.body.as_str()), (304, ""));
+    }
+    assert_eq!(
+        h.state.desired().resolutions(),
+        resolved,
+        "unchanged polls resolve nothing"
+    );
+
+    // The rings now say what the canary got.
+    let rings = h.get("/v1/rings", Some("mdm-reporter")).await.json();
+    insta::assert_json_snapshot!("rings_after_canary", rings_redacted(&rings, &tip));
+
+    // A new promotion publishes: the tag changes and the settings follow git.
+    let git = git2::Repository::open(h.repo()).unwrap();
+    commit(
+        &git,
+        "sam",
+        "baselines/ios/corp-ios.yaml",
+        &IOS.replace("min_length: 8", "min_length: 10"),
+    );
+    assert!(h.pass().await);
+    let view = h.post("/v1/promotions/2/approve", Some("ios1"), None).await.json();
+    assert_eq!(phase(&view), "soaking", "{view}");
+    let stale = call(
+        "GET",
+        url,
+        Some(token("mdm-reporter")),
+        None,
+        vec![("If-None-Match", &etag)],
+    )
+    .await;
+    assert_eq!(stale.status, 200, "{}", stale.body);
+    assert_ne!(stale.header("etag"), Some(etag.as_str()));
+    let body = stale.json();
+    assert_eq!(body["promotion"], 2);
+    assert_eq!(body["baselines"][0]["settings"]["passcode.min_length"], 10);
+    assert_eq!(body["baselines"][0]["promotion"], 2);
+    assert_eq!(body["baselines"][0]["tier"], view["promotion"]["changes"][0]["tier"]);
+    assert_ne!(body["baselines"][0]["revision"], tip.as_str());
+    assert_eq!(body["base_revision"], body["baselines"][0]["revision"]);
+    let rings = h.get("/v1/rings", Some("vera")).await.json();
+    assert_eq!(rings["revision"], body["baselines"][0]["revision"], "{rings}");
+    assert_eq!(rings["rings"][0]["published"]["promotion"], 2);
+
+    // Served from memory: even without the mirror, an unchanged ring answers.
+    let tag = stale.header("etag").unwrap().to_string();
+    std::fs::remove_dir_all(h.dir.path().join("mirror")).unwrap();
+    let again = h.get("/v1/desired?ring=canary", Some("mdm-reporter")).await;
+    assert_eq!((again.status, again.header("etag")), (200, Some(tag.as_str())));
+}
+
+#[tokio::test]
+async fn desired_state_that_git_does_not_hold_is_refused() {
+    let h = Harness::start().await;
+    assert!(h.pass().await);
+    h.post("/v1/promotions/1/approve", Some("ios1"), None).await;
+    h.post("/v1/promotions/1/approve", Some("sec1"), None).await;
+    assert_eq!(h.get("/v1/desired?ring=canary", Some("vera")).await.status, 200);
+
+    // Someone edits the stored state behind the controller's back.
+    let store = h.state.controller().store().clone();
+    let mut stored = store.kv_get("desired/canary").await.unwrap().unwrap();
+    let forged = format!("sha256:{}", "ab".repeat(32));
+    stored["documents"]["baseline/corp-ios"]["digest"] = json!(forged);
+    let t = store::Transition {
+        kv: vec![("desired/canary".into(), Some(stored))],
+        ..Default::default()
+    };
+    store.commit(t).await.unwrap();
+    let r = h.get("/v1/desired?ring=canary", Some("mdm-reporter")).await;
+    assert_eq!((r.status, r.code().as_str()), (500, "unresolvable"), "{}", r.body);
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    for part in ["canary", "baseline/corp-ios", forged.as_str(), "refusing"] {
+        assert!(message.contains(part), "{part} missing from {message}");
+    }
+    assert!(r.header("etag").is_none());
+
+    // A revision the mirror does not hold: unavailable, retry later.
+    let mut stored = store.kv_get("desired/canary").await.unwrap().unwrap();
+    stored["documents"]["baseline/corp-ios"]["revision"] = json!("1".repeat(40));
+    let t = store::Transition {
+        kv: vec![("desired/canary".into(), Some(stored))],
+        ..Default::default()
+    };
+    store.commit(t).await.unwrap();
+    let r = h.get("/v1/desired?ring=canary", Some("mdm-reporter")).await;
+    assert_eq!((r.status, r.code().as_str()), (503, "unavailable"), "{}", r.body);
+    assert_eq!(r.header("retry-after"), Some("5"));
+}
+
+#[tokio::test]
+async fn rings_describe_selectors_soaks_and_gates() {
+    const GATED: &str = r#"apiVersion: tollgate.dev/v1alpha1
+kind: Config
+metadata: {name: acme}
+rings:
+  - {name: canary, selector: {groups: [mdm-canary, mdm-canary-eu]}, soak: 2h, gate: {min_applied: 0.95, max_noncompliant_increase: 0.01}}
+  - {name: pilot, selector: {groups: [mdm-pilot]}, soak: 24h, gate: {min_applied: 0.9, max_noncompliant_increase: 0.02}}
+  - {name: broad, selector: {all: true}}
+approvers:
+  mdm-ios: {users: [ios1]}
+"#;
+    let dir = TempDir::new().unwrap();
+    let repo = dir.path().join("repo");
+    let history = [SampleCommit {
+        author: "priya",
+        message: "initial",
+        files: &[
+            ("tollgate.yaml", Some(GATED)),
+            ("baselines/ios/corp-ios.yaml", Some(IOS)),
+        ],
+    }];
+    write_sample_repo(&repo, &history).unwrap();
+    let h = Harness::serve(dir, format!("file://{}", repo.display())).await;
+    assert!(h.pass().await);
+    let tip = h.get("/v1/status", Some("vera")).await.json()["source"]["tip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for who in ["mdm-reporter", "vera", "ios1", "dana"] {
+        assert_eq!(h.get("/v1/rings", Some(who)).await.status, 200, "{who}");
+    }
+    assert_eq!(h.get("/v1/rings", None).await.status, 401);
+    let rings = h.get("/v1/rings", Some("mdm-reporter")).await.json();
+    insta::assert_json_snapshot!("rings_of_the_tip", rings_redacted(&rings, &tip));
+}

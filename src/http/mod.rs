@@ -8,7 +8,8 @@
 //! | `POST /v1/promotions/{id}/halt` | operator | body `{"reason": "..."}` |
 //! | `POST /v1/rollbacks` | operator | `{"baseline", "to": "previous" \| {"revision"}, "rings"?, "break_glass_reason"?}`: 201 with the rollback promotion and its plan |
 //! | `POST /v1/trigger` | operator | run a controller pass now |
-//! | `GET /v1/desired?ring=R` | any role | the ring's desired state; `ETag`, `If-None-Match` answers 304 |
+//! | `GET /v1/desired?ring=R` | any role | the ring's promoted baselines and exceptions with their settings, and its pins; `ETag`, `If-None-Match` answers 304 |
+//! | `GET /v1/rings` | any role | the rings of the config in force: selector, soak, gate and what was last published to each |
 //! | `GET /v1/audit?after=SEQ&limit=N` | read | audit events as a JSON array |
 //! | `GET /v1/audit/export` | read | the whole audit log as JSONL; `Tollgate-Audit-Head-Seq` and `-Hash` name its last event |
 //! | `GET /v1/status` | read | source tip, live promotions by phase, per-ring revisions, loop health |
@@ -36,7 +37,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
+use crate::catalog::Catalog;
 use crate::controller::Controller;
+use crate::devices::resolve::DesiredCache;
 use crate::store::{PromotionFilter, StoreError};
 
 pub use auth::{Caller, Tokens};
@@ -79,11 +82,14 @@ struct Inner {
     status: RwLock<LoopStatus>,
     trigger: Notify,
     options: ApiOptions,
+    desired: Arc<DesiredCache>,
 }
 
 impl ApiState {
     pub fn new(controller: Arc<Controller>, tokens: Tokens, options: ApiOptions) -> ApiState {
+        let desired = Arc::new(DesiredCache::new(controller.mirror().to_path_buf(), Catalog::builtin()));
         ApiState(Arc::new(Inner {
+            desired,
             controller,
             tokens,
             metrics: Metrics::new(),
@@ -95,6 +101,12 @@ impl ApiState {
 
     pub fn controller(&self) -> &Arc<Controller> {
         &self.0.controller
+    }
+
+    /// Each ring's desired state resolved from the mirror, cached; shared
+    /// with whatever else judges devices against it.
+    pub fn desired(&self) -> &Arc<DesiredCache> {
+        &self.0.desired
     }
 
     pub fn tokens(&self) -> &Tokens {

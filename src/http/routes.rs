@@ -17,7 +17,6 @@ use axum::{middleware, Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sha2::{Digest as _, Sha256};
 
 use super::auth::{Approve, Authorized, Operate, Read, ReadDesired};
 use super::body::{JsonBody, MAX_BODY_BYTES};
@@ -27,6 +26,8 @@ use crate::audit::{write_jsonl, Action, AuditEvent, GENESIS_PREV};
 use crate::controller::rollback::{RollbackError, RollbackRequest};
 use crate::controller::service::keys;
 use crate::controller::ControllerError;
+use crate::devices::resolve::ResolveError;
+use crate::format::RingSelector;
 use crate::promotion::{Promotion, ReviewState};
 use crate::source::git::GitError;
 use crate::store::{AuditRow, PromotionFilter};
@@ -61,6 +62,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/rollbacks", post(rollback))
         .route("/v1/trigger", post(trigger))
         .route("/v1/desired", get(desired))
+        .route("/v1/rings", get(rings))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/export", get(audit_export))
         .route("/v1/status", get(status))
@@ -371,6 +373,10 @@ struct DesiredQuery {
     ring: Option<String>,
 }
 
+/// The ring's promoted baselines and exceptions with their settings (DESIGN
+/// 8), resolved from the git mirror and checked against the published
+/// digests; see [`crate::devices::resolve`]. Polls of an unchanged ring are
+/// answered from a cache, and with 304 when the client has the tag.
 async fn desired(
     _: Authorized<ReadDesired>,
     State(state): State<ApiState>,
@@ -379,16 +385,13 @@ async fn desired(
 ) -> Result<Response, ApiError> {
     let ring = q.ring.ok_or_else(|| ApiError::bad_request("?ring=NAME is required"))?;
     crate::ids::check_dns_label(&ring).map_err(|e| ApiError::bad_request(format!("ring {e}")))?;
-    let Some(value) = state.controller().store().kv_get(&keys::desired(&ring)).await? else {
+    let store = state.controller().store().as_ref();
+    let Some(rendered) = state.desired().ring(store, &ring).await.map_err(resolve_error)? else {
         return Err(ApiError::not_found(format!(
             "nothing has been promoted to ring {ring:?}"
         )));
     };
-    // Serialising a `Value` is deterministic (keys sorted), so equal state
-    // always has an equal tag.
-    let body = serde_json::to_vec(&value).expect("a JSON value serialises");
-    let etag = format!("\"{}\"", hex::encode(Sha256::digest(&body)));
-    let etag = HeaderValue::from_str(&etag).expect("hex is a valid header value");
+    let etag = HeaderValue::from_str(&rendered.etag).expect("a quoted hex tag is a valid header value");
     let cache = (header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     if if_none_match(&headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag), cache]).into_response());
@@ -397,9 +400,64 @@ async fn desired(
     Ok((
         StatusCode::OK,
         [(header::ETAG, etag), cache, (header::CONTENT_TYPE, json_type)],
-        body,
+        rendered.body.clone(),
     )
         .into_response())
+}
+
+/// The rings of the config in force (the first ring's base revision, or the
+/// source tip before anything was published): how devices are assigned to
+/// rings, and what each ring last received.
+async fn rings(_: Authorized<ReadDesired>, State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let store = state.controller().store().as_ref();
+    let Some((revision, config)) = state.desired().config(store).await.map_err(resolve_error)? else {
+        return Err(ApiError::not_found(
+            "no repo config is known yet: the controller has not fetched the governed repo",
+        ));
+    };
+    let published = state.desired().published(store).await.map_err(resolve_error)?;
+    let rings: Vec<Value> = config
+        .rings
+        .iter()
+        .enumerate()
+        .map(|(index, ring)| {
+            let selector = match &ring.selector {
+                RingSelector::Groups(groups) => json!({"groups": groups}),
+                RingSelector::All => json!({"all": true}),
+            };
+            let gate = ring.gate.map(
+                |g| json!({"min_applied": g.min_applied, "max_noncompliant_increase": g.max_noncompliant_increase}),
+            );
+            let published = published.iter().find(|p| p.ring == ring.name).map(
+                |p| json!({"revision": p.base_revision, "promotion": p.promotion, "published_at": p.published_at}),
+            );
+            json!({
+                "name": ring.name,
+                "index": index,
+                "selector": selector,
+                "soak_secs": ring.soak_secs,
+                "gate": gate,
+                "published": published,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"revision": revision, "rings": rings})))
+}
+
+/// A resolution failure as the API reports it. Content that does not match
+/// what was published is named (ring, document, digests: nothing secret) so
+/// that whoever polls can report it; store and git detail goes to the log.
+fn resolve_error(e: ResolveError) -> ApiError {
+    match e {
+        ResolveError::Store(e) => e.into(),
+        e if e.mirror_lacks_revision() => {
+            tracing::warn!(error = %super::error::chain(&e), "desired state: the mirror lacks a published revision");
+            ApiError::unavailable("the controller's git mirror does not hold the published revision yet; retry later")
+        }
+        // The cache logged it when it found it; every poll would repeat it.
+        e if e.is_content_mismatch() => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "unresolvable", e.to_string()),
+        e => ApiError::internal(&e),
+    }
 }
 
 /// Whether `If-None-Match` names `etag` (weak comparison, `*` matches).
