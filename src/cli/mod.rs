@@ -8,6 +8,7 @@ pub mod plan;
 pub mod quickstart;
 pub mod rollback;
 pub mod run;
+pub mod simulate;
 pub mod validate;
 
 use std::io::{IsTerminal, Write};
@@ -121,6 +122,8 @@ pub enum Command {
     /// Verify or export the controller's audit log.
     #[command(subcommand)]
     Audit(client::AuditCommand),
+    /// Simulate a fleet that pulls desired state and reports back (demos, tests, benchmarks).
+    Simulate(simulate::SimulateArgs),
 }
 
 /// Terminal colour: only for a TTY, and never when NO_COLOR is set.
@@ -174,6 +177,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Exit> {
             rollback::rollback_cmd(&args, &mut stdin.lock(), interactive, out, cli.output)
         }
         Command::Audit(command) => client::audit_cmd(&command, out, cli.output),
+        Command::Simulate(args) => simulate::simulate_cmd(&args, out, cli.output),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod fleet;
 pub mod report;
 pub mod resolve;
 pub mod service;
+pub mod sim;
 
 pub use report::{DeviceReport, REPORT_SCHEMA};
 pub use resolve::{ResolvedBaseline, ResolvedException, ResolvedRing};
