@@ -137,6 +137,8 @@ struct Fake {
     desired: Mutex<HashMap<String, Value>>,
     desired_hits: Mutex<Vec<DesiredHit>>,
     posts: Mutex<Vec<Post>>,
+    /// Answer this many ring requests with 503.
+    rings_unavailable: AtomicUsize,
     /// Answer this many report posts with 429.
     throttle: AtomicUsize,
     /// Answer the next report post with 500 (once).
@@ -203,9 +205,20 @@ fn refused(headers: &HeaderMap) -> Option<Response> {
     }
 }
 
-async fn get_rings(headers: HeaderMap) -> Response {
+async fn get_rings(State(fake): State<Arc<Fake>>, headers: HeaderMap) -> Response {
     if let Some(r) = refused(&headers) {
         return r;
+    }
+    let starting = fake
+        .rings_unavailable
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if starting {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": {"code": "unavailable", "message": "not ready"}})),
+        )
+            .into_response();
     }
     Json(rings()).into_response()
 }
@@ -1000,6 +1013,27 @@ fn a_wrong_token_or_no_server_fails_before_the_first_round() {
         sim::run(&opts, &AtomicBool::new(false), |_| {}),
         Err(SimError::Options(_))
     ));
+}
+
+#[test]
+fn a_controller_that_knows_no_rings_yet_is_waited_for() {
+    let fake = Fake::new(standard_desired());
+    fake.rings_unavailable.store(1, Ordering::SeqCst);
+    let server = serve(fake.clone());
+    let mut opts = options(&server, 100);
+    opts.rounds = 2;
+    let (summary, rounds) = run(&opts);
+    assert_eq!(rounds[0].counts.reported, 0);
+    assert_eq!(rounds[0].counts.http_errors, 1);
+    assert!(
+        rounds[0].counts.errors[0].contains("no rings yet"),
+        "{:?}",
+        rounds[0].counts.errors
+    );
+    assert!(rounds[0].rings.is_empty());
+    assert_eq!(rounds[1].counts.reported, 100);
+    assert_eq!(rounds[1].counts.http_errors, 0);
+    assert_eq!(summary.counts.reported, 100);
 }
 
 #[test]

@@ -185,7 +185,9 @@ pub fn check_prefix(prefix: &str) -> Result<(), String> {
 pub enum SimError {
     #[error("{0}")]
     Options(String),
-    /// The rings could not be read before the first round: nothing to report against.
+    /// The rings could not be read before any round: the server is
+    /// unreachable or refused (a 404 or 503, a controller that has not read
+    /// its repo yet, is waited out instead: the round reports nothing).
     #[error("cannot read the rings from {server}")]
     Rings {
         server: String,
@@ -1242,6 +1244,11 @@ impl<'a> Simulator<'a> {
         let fetched = self.get_json::<RingsBody>("/v1/rings");
         let mut entries = match fetched {
             Ok(body) => body.rings,
+            // A controller that has not read the governed repo yet: wait for it.
+            Err(RequestError::Status { status: 404 | 503, .. }) if self.rings.is_empty() => {
+                counts.error("GET /v1/rings: the controller knows no rings yet; reporting when it does".into());
+                return Ok(false);
+            }
             Err(source) if self.rings.is_empty() => {
                 return Err(SimError::Rings {
                     server: self.http.base.clone(),
@@ -1344,6 +1351,19 @@ impl<'a> Simulator<'a> {
         let started_at = self.opts.now();
         let mut counts = Counts::default();
         let mut changed = self.refresh_rings(&mut counts)?;
+        if self.rings.is_empty() {
+            let summary = RoundSummary {
+                round,
+                started_at,
+                devices: self.devices.len(),
+                counts,
+                rings: Vec::new(),
+                elapsed_secs: started.elapsed().as_secs_f64(),
+                reports_per_sec: 0.0,
+                latency: Latency::default(),
+            };
+            return Ok((summary, Histogram::new()));
+        }
         let mut fetches = Vec::with_capacity(self.rings.len());
         for r in 0..self.rings.len() {
             let (fetch, c) = self.refresh_desired(r, &mut counts);
