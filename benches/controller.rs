@@ -19,9 +19,10 @@
 //!   skipped with a notice when it is unset.
 //!
 //! - `mirror_growth/...`: the trigger path and the plan once the
-//!   controller's mirror holds 200 and 1,000 packs (one per fetch that
-//!   brought a commit; nothing repacks the mirror). Its setup takes 1,000
-//!   fetches, about a minute.
+//!   controller's mirror has taken 200 and 1,000 fetches, one commit each
+//!   (each leaves a pack; `clone_or_fetch` repacks the mirror once it holds
+//!   more than `MIRROR_PACK_LIMIT`). Its setup takes 1,000 fetches, about a
+//!   minute, and prints what the fetches cost and how many packs are left.
 //!
 //! ```text
 //! env -u RUST_BACKTRACE TOLLGATE_TEST_POSTGRES_URL="$(bash scripts/postgres.sh)" cargo bench --bench controller
@@ -76,6 +77,13 @@ fn packs(mirror: &Path) -> usize {
             })
             .count()
         })
+        .unwrap_or(0)
+}
+
+/// Bytes of the packs and indexes in a mirror.
+fn pack_bytes(mirror: &Path) -> u64 {
+    std::fs::read_dir(mirror.join("objects/pack"))
+        .map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
         .unwrap_or(0)
 }
 
@@ -149,9 +157,10 @@ impl Rig {
     }
 
     /// Keeps the controller's mirror as a restarted controller finds it:
-    /// every fetch that brings objects adds a pack to the mirror and nothing
-    /// repacks it, so without this the numbers would drift with the number
-    /// of iterations criterion happens to run (see `mirror_growth`).
+    /// every fetch that brings objects adds a pack to the mirror until a
+    /// repack consolidates them, so without this the numbers would drift
+    /// with the number of iterations criterion happens to run, and some
+    /// iterations would pay for a repack (see `mirror_growth`).
     fn keep_mirror_fresh(&mut self) {
         self.fetches += 1;
         if self.fetches > FETCHES_PER_MIRROR {
@@ -271,14 +280,15 @@ fn commit_to_promotion_parts(c: &mut Criterion) {
 }
 
 /// The trigger path and its parts after the controller's mirror has taken
-/// many fetches: nothing repacks it, so each fetch that brought a commit
-/// left a pack behind, and every object lookup searches them all.
+/// many fetches. Each fetch that brings a commit leaves a pack behind, and
+/// every object lookup searches them all, until `clone_or_fetch` repacks
+/// the mirror; the trigger numbers include the repacks that fall in them.
 fn mirror_growth(c: &mut Criterion) {
     if filtered_out(&[
-        "mirror_growth/plan/fleet_1000/200_packs",
-        "mirror_growth/trigger/fleet_1000/200_packs",
-        "mirror_growth/plan/fleet_1000/1000_packs",
-        "mirror_growth/trigger/fleet_1000/1000_packs",
+        "mirror_growth/plan/fleet_1000/200_fetches",
+        "mirror_growth/trigger/fleet_1000/200_fetches",
+        "mirror_growth/plan/fleet_1000/1000_fetches",
+        "mirror_growth/trigger/fleet_1000/1000_fetches",
     ]) {
         return;
     }
@@ -287,18 +297,31 @@ fn mirror_growth(c: &mut Criterion) {
     group.sample_size(10).measurement_time(Duration::from_secs(15));
     let mut rig = Rig::fleet(&rt, 1000);
     let (url, mirror) = (rig.url(), rig.mirror());
-    let mut grown = 0;
-    for target in [200usize, 1000] {
-        // Grow the controller's own mirror by fetching one commit at a time.
-        while packs(&mirror) < target {
+    for target in [200u32, 1000] {
+        // Grow the controller's own mirror by fetching one commit at a time
+        // (every commit the rig makes, the polls below included, is fetched).
+        let (mut timed, mut fetching, mut slowest) = (0u32, Duration::ZERO, Duration::ZERO);
+        while rig.changes < target {
             rig.commit();
+            let started = Instant::now();
             clone_or_fetch(&url, "main", &mirror).unwrap();
-            grown += 1;
+            let took = started.elapsed();
+            timed += 1;
+            fetching += took;
+            slowest = slowest.max(took);
         }
-        let id = format!("{}_packs", packs(&mirror));
-        eprintln!("mirror_growth: {grown} fetches, {id}");
-        // The plan first: it adds no pack. Each poll below adds one, so the
-        // trigger numbers are from this many packs on.
+        let id = format!("{target}_fetches");
+        eprintln!(
+            "mirror_growth: {} fetches, {} packs ({:.1} MiB) in the mirror; the last {timed} fetches took {:.1} ms \
+             on average, the slowest {:.0} ms",
+            rig.changes,
+            packs(&mirror),
+            pack_bytes(&mirror) as f64 / (1024.0 * 1024.0),
+            fetching.as_secs_f64() * 1e3 / f64::from(timed.max(1)),
+            slowest.as_secs_f64() * 1e3
+        );
+        // The plan first: it fetches nothing. Each poll below fetches one
+        // more commit, so the trigger numbers are from this many fetches on.
         let (_, tip) = clone_or_fetch(&url, "main", &mirror).unwrap();
         group.bench_function(BenchmarkId::new("plan/fleet_1000", &id), |b| {
             b.iter(|| plan_revision(&mirror, Some(&rig.base), &tip, Utc::now()).unwrap())

@@ -1,7 +1,7 @@
 //! The git and working-tree adapters against real repositories, built by the
 //! tests themselves (git2 for content, the `git` CLI only for `git daemon`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use git2::{ObjectType, Oid, Repository, RepositoryInitOptions, Signature, Time};
 use tempfile::TempDir;
 use tollgate::ids::CommitSha;
-use tollgate::source::git::{clone_or_fetch, ChangeStatus, GitError, GitRepo, PathChange};
+use tollgate::source::git::{clone_or_fetch, ChangeStatus, GitError, GitRepo, PathChange, MIRROR_PACK_LIMIT};
 use tollgate::source::worktree::{read_worktree, WorktreeError};
 use tollgate::tree::{FileContent, RepoPath, SourceFile, MAX_FILE_BYTES};
 
@@ -924,6 +924,106 @@ fn clone_or_fetch_over_git_daemon() {
     let daemon = Daemon::serve(&base);
     let url = format!("git://127.0.0.1:{}/{name}", daemon.port);
     exercise_remote(&url, &mut origin);
+}
+
+/// The packs of a mirror, by file name.
+fn packs(mirror: &Path) -> BTreeSet<String> {
+    fs::read_dir(mirror.join("objects/pack"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".pack"))
+        .collect()
+}
+
+#[test]
+fn many_fetches_keep_the_mirror_packs_bounded_and_every_commit_readable() {
+    let mut origin = Fixture::bare();
+    let url = format!("file://{}", origin.path.display());
+    let work = tempfile::tempdir().unwrap();
+    let dest = work.path().join("mirror.git");
+
+    let mut commits = Vec::new();
+    let mut repacks = 0;
+    let mut before = 0;
+    for i in 0..80 {
+        origin.write("baselines/ios/a.yaml", format!("v{i}\n"));
+        commits.push(origin.commit(&format!("change {i}")));
+        let (_, tip) = clone_or_fetch(&url, "main", &dest).unwrap();
+        assert_eq!(tip, sha(commits[i]));
+        let now = packs(&dest).len();
+        assert!(now <= MIRROR_PACK_LIMIT, "fetch {i} left {now} packs");
+        if now < before {
+            assert_eq!(now, 1, "a repack leaves one pack");
+            repacks += 1;
+        }
+        before = now;
+    }
+    assert_eq!(
+        repacks, 2,
+        "80 fetches, one pack each, repacked past every {MIRROR_PACK_LIMIT}"
+    );
+
+    let (mirror, tip) = clone_or_fetch(&url, "main", &dest).unwrap();
+    assert_eq!(mirror.log(&tip, 100).unwrap().len(), 80);
+    for (i, commit) in commits.iter().enumerate() {
+        assert_eq!(
+            mirror.read_governed(&sha(*commit)).unwrap(),
+            vec![blob("baselines/ios/a.yaml", &format!("v{i}\n"))],
+            "commit {i}"
+        );
+    }
+}
+
+#[test]
+fn a_tip_force_pushed_away_survives_the_repack() {
+    let mut origin = Fixture::bare();
+    let url = format!("file://{}", origin.path.display());
+    let work = tempfile::tempdir().unwrap();
+    let dest = work.path().join("mirror.git");
+
+    let mut history = Vec::new();
+    for i in 0..5 {
+        origin.write("baselines/ios/a.yaml", format!("v{i}\n"));
+        history.push(origin.commit(&format!("change {i}")));
+        clone_or_fetch(&url, "main", &dest).unwrap();
+    }
+    let (kept, gone) = (history[1], history[4]);
+
+    // Force-push: main goes back to `kept` and on from there.
+    origin.force_main(kept);
+    origin.write("baselines/ios/a.yaml", "rewritten\n");
+    origin.commit("rewritten");
+    clone_or_fetch(&url, "main", &dest).unwrap();
+    let old_packs = packs(&dest);
+
+    for i in 0..MIRROR_PACK_LIMIT + 2 {
+        origin.write("baselines/ios/a.yaml", format!("after {i}\n"));
+        origin.commit(&format!("after {i}"));
+        clone_or_fetch(&url, "main", &dest).unwrap();
+    }
+    let now = packs(&dest);
+    assert!(now.len() < MIRROR_PACK_LIMIT, "repacked: {} packs", now.len());
+    assert!(
+        now.is_disjoint(&old_packs),
+        "every pack that held the old tip was replaced"
+    );
+
+    let (mirror, tip) = clone_or_fetch(&url, "main", &dest).unwrap();
+    assert!(mirror.is_ancestor(&sha(kept), &tip).unwrap());
+    assert!(
+        !mirror.is_ancestor(&sha(gone), &tip).unwrap(),
+        "the old tip is gone from history"
+    );
+    assert_eq!(
+        mirror.read_governed(&sha(gone)).unwrap(),
+        vec![blob("baselines/ios/a.yaml", "v4\n")],
+        "but not from the mirror"
+    );
+    assert_eq!(
+        mirror.log(&sha(gone), 10).unwrap().len(),
+        5,
+        "nor is any commit before it"
+    );
 }
 
 // ---------------------------------------------------------------- worktree

@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use git2::{AutotagOption, ErrorCode, FetchOptions, ObjectType, Odb, Oid, Repository, Tree, TreeEntry};
 
@@ -101,6 +102,19 @@ pub enum GitError {
     },
     #[error("{url} has no branch {branch:?}")]
     BranchNotFound { url: String, branch: String },
+    #[error("cannot repack the mirror at {}", dest.display())]
+    Repack {
+        dest: PathBuf,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("cannot {action} {} while repacking the mirror", path.display())]
+    RepackFile {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl GitError {
@@ -671,6 +685,12 @@ fn oid_of(sha: &CommitSha) -> Result<Oid, GitError> {
 /// fast-forward ([`GitRepo::is_ancestor`]) is the caller's job. Objects of the
 /// old tip stay in the mirror, so the previously seen revision can still be
 /// read. One process at a time should own `dest`.
+///
+/// Every fetch that brings objects adds a pack to the mirror. Once there
+/// are more than [`MIRROR_PACK_LIMIT`], every object is rewritten into one
+/// pack and the old packs are deleted; a failure to do so is logged and does
+/// not fail the fetch, since the mirror is still complete, only slower to
+/// read.
 pub fn clone_or_fetch(url: &str, branch: &str, dest: &Path) -> Result<(GitRepo, CommitSha), GitError> {
     let refname = format!("refs/heads/{branch}");
     if branch.is_empty() || !git2::Reference::is_valid_name(&refname) {
@@ -727,6 +747,7 @@ pub fn clone_or_fetch(url: &str, branch: &str, dest: &Path) -> Result<(GitRepo, 
     repo.reference(&refname, tip, true, "tollgate: fetch")
         .map_err(fetch_error)?;
     repo.set_head(&refname).map_err(setup_error)?;
+    let repo = keep_packs_bounded(repo, dest);
     Ok((
         GitRepo {
             repo,
@@ -734,6 +755,275 @@ pub fn clone_or_fetch(url: &str, branch: &str, dest: &Path) -> Result<(GitRepo, 
         },
         sha_of(tip),
     ))
+}
+
+/// How many packs the mirror may hold before [`clone_or_fetch`] repacks it.
+///
+/// libgit2 writes one pack per fetch and, unlike the git command line, never
+/// runs `gc --auto`; every object lookup searches every pack index, so a
+/// controller pass over a mirror that has fetched 1,000 commits takes ten
+/// times as long as over a fresh clone. With at most this many packs lookups
+/// stay close to a fresh clone's,
+/// and the repack (which costs a pass over every object) runs once every
+/// few dozen new commits.
+pub const MIRROR_PACK_LIMIT: usize = 32;
+
+/// What a repack of the mirror did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MirrorRepack {
+    /// The name git gives the new pack (`pack-<name>.pack`).
+    pack: String,
+    /// Objects in the new pack: every object the mirror held.
+    objects: usize,
+    /// Packs the new one replaced.
+    packs_removed: usize,
+    /// Loose objects removed because the new pack holds them.
+    loose_removed: usize,
+}
+
+/// Repacks the mirror when it holds more than [`MIRROR_PACK_LIMIT`] packs,
+/// and returns a handle that sees the result. The fetch before this has
+/// already succeeded, so failures are logged rather than returned.
+fn keep_packs_bounded(repo: Repository, dest: &Path) -> Repository {
+    let pack_dir = repo.path().join("objects").join("pack");
+    let packs = match count_packs(&pack_dir) {
+        Ok(n) if n <= MIRROR_PACK_LIMIT => return repo,
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(
+                mirror = %dest.display(),
+                error = &e as &dyn std::error::Error,
+                "cannot count the packs of the mirror"
+            );
+            return repo;
+        }
+    };
+    let started = Instant::now();
+    match repack_mirror(&repo, dest) {
+        Ok(done) => tracing::info!(
+            mirror = %dest.display(),
+            packs,
+            pack = %done.pack,
+            objects = done.objects,
+            packs_removed = done.packs_removed,
+            loose_removed = done.loose_removed,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "repacked the mirror"
+        ),
+        Err(e) => tracing::warn!(
+            mirror = %dest.display(),
+            packs,
+            error = &e as &dyn std::error::Error,
+            "cannot repack the mirror; it stays complete but slower to read until a later fetch repacks it"
+        ),
+    }
+    // libgit2 keeps the list of packs it found when the repository was
+    // opened, deleted ones included, and would go on trying each of them.
+    match Repository::open(dest) {
+        Ok(reopened) => reopened,
+        Err(e) => {
+            tracing::warn!(
+                mirror = %dest.display(),
+                error = &e as &dyn std::error::Error,
+                "cannot reopen the mirror after repacking it"
+            );
+            repo
+        }
+    }
+}
+
+/// Packs in `pack_dir`.
+fn count_packs(pack_dir: &Path) -> Result<usize, GitError> {
+    Ok(pack_dir_files(pack_dir)?
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+        .count())
+}
+
+/// Every file directly in `pack_dir`.
+fn pack_dir_files(pack_dir: &Path) -> Result<Vec<PathBuf>, GitError> {
+    let list_error = |source| GitError::RepackFile {
+        action: "list",
+        path: pack_dir.to_path_buf(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in fs::read_dir(pack_dir).map_err(list_error)? {
+        let entry = entry.map_err(list_error)?;
+        if entry.file_type().map_err(list_error)?.is_file() {
+            files.push(entry.path());
+        }
+    }
+    Ok(files)
+}
+
+/// Whether a file of `objects/pack` belongs to a pack other than `keep`, or
+/// describes or half-writes packs (a multi-pack index, a temporary pack an
+/// interrupted write left behind), and so can go once a pack holding every
+/// object is safely on disk.
+fn is_replaced(path: &Path, keep: &str) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    if name.contains(keep) {
+        return false;
+    }
+    let companion = name.starts_with("pack-")
+        && path
+            .extension()
+            .and_then(|x| x.to_str())
+            .is_some_and(|x| ["pack", "idx", "keep", "rev", "bitmap", "mtimes"].contains(&x));
+    // libgit2's indexer writes `pack_git2_XXXXXX` and renames it into place;
+    // a multi-pack index (if git ever wrote one) lists packs about to go.
+    companion || name.starts_with("pack_git2_") || name == "multi-pack-index"
+}
+
+/// Rewrites every object of the mirror into one new pack, then removes the
+/// packs (and loose objects) it replaces.
+///
+/// Every object goes in, not only what the branch reaches: the objects of a
+/// tip that was force-pushed away must stay readable, because the rings may
+/// run it and rollbacks read old revisions. The new pack and its index are
+/// on disk (synced) before anything is deleted, so a crash at any point
+/// leaves a readable mirror, at worst holding objects twice until the next
+/// repack. Needs to be the only writer of the mirror, as [`clone_or_fetch`]
+/// is; readers with the mirror open are fine, since libgit2 looks for new
+/// packs when an object is not where it expected it.
+fn repack_mirror(repo: &Repository, dest: &Path) -> Result<MirrorRepack, GitError> {
+    let git_error = |source| GitError::Repack {
+        dest: dest.to_path_buf(),
+        source,
+    };
+    let objects_dir = repo.path().join("objects");
+    let pack_dir = objects_dir.join("pack");
+    // Listed before the new pack is written: only what existed before it
+    // can be replaced by it.
+    let before = pack_dir_files(&pack_dir)?;
+
+    let mut ids = Vec::new();
+    repo.odb()
+        .and_then(|odb| {
+            odb.foreach(|id| {
+                ids.push(*id);
+                true
+            })
+        })
+        .map_err(git_error)?;
+    // An object can be in several packs and loose at once.
+    ids.sort_unstable();
+    ids.dedup();
+
+    let mut builder = repo.packbuilder().map_err(git_error)?;
+    for id in &ids {
+        builder.insert_object(*id, None).map_err(git_error)?;
+    }
+    builder.write(&pack_dir, PACK_FILE_MODE).map_err(git_error)?;
+    let name = builder
+        .name()
+        .ok_or_else(|| git_error(git2::Error::from_str("the pack builder wrote a pack without a name")))?
+        .to_string();
+    let new_pack = pack_dir.join(format!("pack-{name}.pack"));
+    let new_index = pack_dir.join(format!("pack-{name}.idx"));
+    // libgit2 does not sync what it writes unless core.fsyncObjectFiles is
+    // set; the deletions below must not reach the disk before the new pack.
+    for path in [&new_pack, &new_index] {
+        sync(path)?;
+    }
+    sync_dir(&pack_dir)?;
+
+    let replaced: Vec<&PathBuf> = before.iter().filter(|p| is_replaced(p, &name)).collect();
+    // Indexes first: a pack without its index is invisible to libgit2 and
+    // git alike, so no reader ever sees half a pack.
+    let (indexes, rest): (Vec<&PathBuf>, Vec<&PathBuf>) = replaced
+        .into_iter()
+        .partition(|p| p.extension().is_some_and(|x| x == "idx"));
+    for path in indexes.iter().chain(&rest) {
+        remove_file(path)?;
+    }
+
+    let loose_removed = remove_loose_objects(&objects_dir, &ids)?;
+    Ok(MirrorRepack {
+        pack: name,
+        objects: ids.len(),
+        packs_removed: rest
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+            .count(),
+        loose_removed,
+    })
+}
+
+/// Read-only, as git and libgit2 write packs.
+const PACK_FILE_MODE: u32 = 0o444;
+
+/// Removes the loose objects among `packed` (sorted): each is now in a pack.
+fn remove_loose_objects(objects_dir: &Path, packed: &[Oid]) -> Result<usize, GitError> {
+    let list_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| GitError::RepackFile {
+            action: "list",
+            path,
+            source,
+        }
+    };
+    let mut removed = 0;
+    for dir in fs::read_dir(objects_dir).map_err(list_error(objects_dir))? {
+        let dir = dir.map_err(list_error(objects_dir))?.path();
+        let Some(prefix) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+            continue;
+        };
+        if prefix.len() != 2 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) || !dir.is_dir() {
+            continue;
+        }
+        for file in fs::read_dir(&dir).map_err(list_error(&dir))? {
+            let file = file.map_err(list_error(&dir))?.path();
+            let Some(rest) = file.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let is_packed = rest.len() == 38
+                && Oid::from_str(&format!("{prefix}{rest}")).is_ok_and(|id| packed.binary_search(&id).is_ok());
+            if is_packed {
+                remove_file(&file)?;
+                removed += 1;
+            }
+        }
+        // Only succeeds once the directory is empty; git recreates it.
+        let _ = fs::remove_dir(&dir);
+    }
+    Ok(removed)
+}
+
+fn remove_file(path: &Path) -> Result<(), GitError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(GitError::RepackFile {
+            action: "remove",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn sync(path: &Path) -> Result<(), GitError> {
+    fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| GitError::RepackFile {
+            action: "sync",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Makes the new pack's directory entries durable. Directories cannot be
+/// opened as files on every platform; where they cannot, there is nothing
+/// to sync this way.
+fn sync_dir(dir: &Path) -> Result<(), GitError> {
+    if cfg!(unix) {
+        sync(dir)
+    } else {
+        Ok(())
+    }
 }
 
 fn open_or_init_mirror(dest: &Path) -> Result<Repository, GitError> {
@@ -817,6 +1107,115 @@ mod tests {
         assert_eq!(name_order(b"a", false, b"a", true), Less);
         assert_eq!(name_order(b"a", true, b"a", true), Equal);
         assert_eq!(name_order(b"b", false, b"a", true), Greater);
+    }
+
+    /// Writes `ids` into a pack of their own, as a fetch would.
+    fn pack_of(repo: &Repository, ids: &[Oid]) -> String {
+        let mut builder = repo.packbuilder().unwrap();
+        for id in ids {
+            builder.insert_object(*id, None).unwrap();
+        }
+        builder.write(&repo.path().join("objects/pack"), 0).unwrap();
+        builder.name().unwrap().to_string()
+    }
+
+    fn loose_files(objects: &Path) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for dir in fs::read_dir(objects).unwrap() {
+            let dir = dir.unwrap().path();
+            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+            if name.len() == 2 {
+                files.extend(fs::read_dir(&dir).unwrap().map(|f| f.unwrap().path()));
+            }
+        }
+        files
+    }
+
+    fn names_in(dir: &Path) -> BTreeSet<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn repack_keeps_every_object_in_one_pack_and_removes_what_it_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mirror.git");
+        let repo = Repository::init_bare(&path).unwrap();
+        let pack_dir = repo.path().join("objects/pack");
+
+        // Three packs, one of them kept, every object also loose (as it was
+        // first written), and a commit no ref reaches (a tip force-pushed
+        // away), loose only.
+        let blobs: Vec<Oid> = (0..6)
+            .map(|i| repo.blob(format!("v{i}\n").as_bytes()).unwrap())
+            .collect();
+        let first = pack_of(&repo, &blobs[0..2]);
+        let second = pack_of(&repo, &blobs[2..4]);
+        let kept = pack_of(&repo, &blobs[4..5]);
+        fs::write(pack_dir.join(format!("pack-{kept}.keep")), "").unwrap();
+        fs::write(pack_dir.join("pack_git2_Ab12Cd"), "half a pack").unwrap();
+        let mut tree = repo.treebuilder(None).unwrap();
+        tree.insert("a.yaml", blobs[5], 0o100644).unwrap();
+        let tree = repo.find_tree(tree.write().unwrap()).unwrap();
+        let sig = git2::Signature::new("A", "a@example.com", &git2::Time::new(1_700_000_000, 0)).unwrap();
+        let orphan = repo.commit(None, &sig, &sig, "force-pushed away", &tree, &[]).unwrap();
+        let loose_before = loose_files(&repo.path().join("objects")).len();
+        assert_eq!(loose_before, 8, "every object was written loose first");
+
+        // A reader that had the mirror open before the repack.
+        let reader = Repository::open(&path).unwrap();
+        assert_eq!(reader.find_blob(blobs[0]).unwrap().content(), b"v0\n");
+
+        let done = repack_mirror(&repo, &path).unwrap();
+        assert_eq!(done.packs_removed, 3);
+        assert_eq!(done.loose_removed, loose_before);
+        assert_eq!(done.objects, 8, "six blobs, a tree and a commit, each once");
+        assert_eq!(
+            names_in(&pack_dir),
+            BTreeSet::from([format!("pack-{}.idx", done.pack), format!("pack-{}.pack", done.pack)]),
+            "{first}, {second}, {kept} (with its .keep) and the temporary pack are gone"
+        );
+        assert!(loose_files(&repo.path().join("objects")).is_empty());
+        assert_eq!(count_packs(&pack_dir).unwrap(), 1);
+
+        let reopened = Repository::open(&path).unwrap();
+        for (i, id) in blobs.iter().enumerate() {
+            let want = format!("v{i}\n");
+            assert_eq!(reopened.find_blob(*id).unwrap().content(), want.as_bytes());
+            assert_eq!(
+                reader.find_blob(*id).unwrap().content(),
+                want.as_bytes(),
+                "the old handle finds the new pack"
+            );
+        }
+        assert_eq!(reopened.find_commit(orphan).unwrap().tree_id(), tree.id());
+    }
+
+    #[test]
+    fn only_other_packs_and_leftover_temporaries_are_replaced() {
+        let keep = "0123456789abcdef0123456789abcdef01234567";
+        let replaced = |name: &str| is_replaced(Path::new(name), keep);
+        for name in [
+            "pack-aa.pack",
+            "pack-aa.idx",
+            "pack-aa.keep",
+            "pack-aa.rev",
+            "pack-aa.bitmap",
+            "pack_git2_x1Y2z3",
+            "multi-pack-index",
+        ] {
+            assert!(replaced(name), "{name}");
+        }
+        for name in [
+            &format!("pack-{keep}.pack"),
+            &format!("pack-{keep}.idx"),
+            "pack-aa.idx.lock",
+            "notes.txt",
+        ] {
+            assert!(!replaced(name), "{name}");
+        }
     }
 
     #[test]
