@@ -239,7 +239,7 @@ impl Api {
 
 /// Runs a command; with `-o json` a server refusal is printed as JSON on
 /// `out` (exit 1) rather than as a message on stderr.
-fn respond(
+pub(crate) fn respond(
     out: &mut dyn Write,
     format: Format,
     command: impl FnOnce(&mut dyn Write) -> anyhow::Result<Exit>,

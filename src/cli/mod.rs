@@ -3,6 +3,7 @@
 //! `main` only parses flags and maps the result to an exit code.
 
 pub mod client;
+pub mod drift;
 pub mod explain;
 pub mod plan;
 pub mod quickstart;
@@ -109,6 +110,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Show a running controller's source, rings, live promotions and health.
     Status(client::StatusArgs),
+    /// What devices run against what was promoted: findings by ring, baseline, setting and kind.
+    Drift(drift::DriftArgs),
     /// Promotions that changed a baseline, newest first.
     History(client::HistoryArgs),
     /// Approve a promotion (or request changes) as this token's user.
@@ -167,6 +170,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Exit> {
         }
         Command::Run(args) => run::run_cmd(&args, out),
         Command::Status(args) => client::status_cmd(&args, out, cli.output),
+        Command::Drift(args) => drift::drift_cmd(&args, out, cli.output),
         Command::History(args) => client::history_cmd(&args, out, cli.output),
         Command::Approve(args) => client::approve_cmd(&args, out, cli.output),
         Command::Halt(args) => client::halt_cmd(&args, out, cli.output),

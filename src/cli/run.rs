@@ -14,7 +14,10 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use super::Exit;
-use crate::controller::{Controller, ControllerConfig, NoDevices};
+use crate::catalog::Catalog;
+use crate::controller::{Controller, ControllerConfig};
+use crate::devices::resolve::DesiredCache;
+use crate::devices::service::{Devices, SharedFleet};
 use crate::http::{ApiOptions, ApiState, Poller, Tokens};
 
 #[derive(Debug, Clone, Args)]
@@ -57,24 +60,30 @@ async fn serve_controller(config: ControllerConfig, adopt: Option<&str>, out: &m
     }
     let store = crate::store::open(&config.store).await.context("opening the store")?;
     let mirror = config.mirror.clone().unwrap_or_else(|| PathBuf::from("mirror"));
-    let controller = Controller::new(
+    let fleet_options = config.devices.fleet_options().map_err(anyhow::Error::msg)?;
+    let fleet = SharedFleet::new(fleet_options, store.clone());
+    let controller = Arc::new(Controller::new(
         store,
         config.source.url.clone(),
         config.source.branch.clone(),
-        mirror,
-        Arc::new(NoDevices),
-    );
+        mirror.clone(),
+        fleet.clone(),
+    ));
     let holder = holder();
     if let Some(rev) = adopt {
         adopt_revision(&controller, &holder, rev).await?;
     }
+    let cache = Arc::new(DesiredCache::new(mirror, Catalog::builtin()));
+    let devices = Devices::new(fleet, controller.clone(), cache);
+    let loaded = devices.load().await.context("loading the stored device states")?;
+    tracing::info!(devices = loaded, "device index loaded");
     let interval = config.interval();
     let options = ApiOptions {
         branch: config.source.branch.clone(),
         interval,
         ..ApiOptions::default()
     };
-    let state = ApiState::new(Arc::new(controller), tokens, options);
+    let state = ApiState::with_devices(controller, tokens, options, devices);
     // Counting starts at the audit log's current head.
     if let Err(e) = state.refresh_metrics().await {
         tracing::warn!(error = %crate::http::error::chain(&e), "store-derived metrics start late");

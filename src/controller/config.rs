@@ -21,6 +21,115 @@ pub struct ControllerConfig {
     /// `mirror` directory beside the config file.
     #[serde(default)]
     pub mirror: Option<PathBuf>,
+    /// Drift, gates and remediation deadlines (DESIGN 8).
+    #[serde(default)]
+    pub devices: DevicesConfig,
+}
+
+/// `devices:` of the controller config; every field optional.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevicesConfig {
+    /// After a baseline is published, how long devices may run another
+    /// version before it is `version_drift`.
+    #[serde(default = "default_grace")]
+    pub grace: String,
+    /// Silence after which a device has a `stale_checkin` finding.
+    #[serde(default = "default_stale_after")]
+    pub stale_after: String,
+    /// Leave devices silent since the promotion out of its gate (default:
+    /// they count as not applied).
+    #[serde(default)]
+    pub gate_ignore_silent: bool,
+    /// Fewer reporting devices than this: the gate has no evidence.
+    #[serde(default = "default_gate_min_devices")]
+    pub gate_min_devices: u64,
+    /// How long a finding may persist before it becomes a remediation item,
+    /// by tier.
+    #[serde(default)]
+    pub remediation: RemediationDeadlines,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemediationDeadlines {
+    #[serde(default = "default_t0")]
+    pub t0: String,
+    #[serde(default = "default_t1")]
+    pub t1: String,
+    #[serde(default = "default_t2")]
+    pub t2: String,
+    #[serde(default = "default_t3")]
+    pub t3: String,
+}
+
+fn default_grace() -> String {
+    "1h".into()
+}
+fn default_stale_after() -> String {
+    "24h".into()
+}
+fn default_gate_min_devices() -> u64 {
+    1
+}
+fn default_t0() -> String {
+    "30d".into()
+}
+fn default_t1() -> String {
+    "7d".into()
+}
+fn default_t2() -> String {
+    "3d".into()
+}
+fn default_t3() -> String {
+    "1d".into()
+}
+
+impl Default for RemediationDeadlines {
+    fn default() -> Self {
+        RemediationDeadlines {
+            t0: default_t0(),
+            t1: default_t1(),
+            t2: default_t2(),
+            t3: default_t3(),
+        }
+    }
+}
+
+impl Default for DevicesConfig {
+    fn default() -> Self {
+        DevicesConfig {
+            grace: default_grace(),
+            stale_after: default_stale_after(),
+            gate_ignore_silent: false,
+            gate_min_devices: default_gate_min_devices(),
+            remediation: RemediationDeadlines::default(),
+        }
+    }
+}
+
+impl DevicesConfig {
+    /// The durations, checked; an error names the field.
+    pub fn fleet_options(&self) -> Result<crate::devices::fleet::FleetOptions, String> {
+        let d = |field: &str, v: &str| {
+            crate::format::parse_duration(v)
+                .map(|s| s.min(i64::MAX as u64 / 2) as i64)
+                .map_err(|m| format!("devices.{field}: {m}"))
+        };
+        let r = &self.remediation;
+        Ok(crate::devices::fleet::FleetOptions {
+            grace_secs: d("grace", &self.grace)?,
+            stale_after_secs: d("stale_after", &self.stale_after)?,
+            gate_ignore_silent: self.gate_ignore_silent,
+            gate_min_devices: self.gate_min_devices,
+            remediation_secs: [
+                d("remediation.t0", &r.t0)?,
+                d("remediation.t1", &r.t1)?,
+                d("remediation.t2", &r.t2)?,
+                d("remediation.t3", &r.t3)?,
+            ],
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,6 +277,10 @@ impl ControllerConfig {
             if cfg.tokens[..i].iter().any(|o| o.name == t.name) {
                 return Err(invalid(l, c, format!("token name `{}` is used twice", t.name)));
             }
+        }
+        if let Err(m) = cfg.devices.fleet_options() {
+            let (l, c) = at("devices");
+            return Err(invalid(l, c, m));
         }
         Ok(cfg)
     }

@@ -1,1 +1,474 @@
-//! The devices service: ingestion, persistence, findings audit, ring health.
+//! The devices service: ingestion, persistence, audit of findings, ring
+//! health for the controller's gates, remediation items.
+//!
+//! The fleet index ([`Fleet`]) lives in memory behind a lock; the store keeps
+//! what survives a restart, in its key/value table:
+//!
+//! | key | value |
+//! |-----|-------|
+//! | `device/{id}` | the device's latest report |
+//! | `finding/{id}` | the device's open findings (absent when none) |
+//! | `fleet/gate/{ring}` | the ring's non-compliant share when last published to |
+//! | `fleet/expired/{exception}/{expires}` | that the exception's expiry was audited |
+//! | `remediation/{item}` | an open remediation item |
+//!
+//! A batch of reports is one store transition: the device rows, their
+//! findings and the audit events of findings opened and closed commit
+//! together, under the controller's write lock so the audit chain stays one
+//! line. The index is updated first and put back if the commit fails, so the
+//! devices' resent reports are not mistaken for duplicates.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::{Mutex, Semaphore, SemaphorePermit, TryAcquireError};
+
+use super::fleet::{DeviceChange, Finding, Fleet, FleetOptions, GateBaseline, Overdue};
+use super::report::DeviceReport;
+use super::resolve::DesiredCache;
+use crate::controller::{Controller, ControllerError, RingHealth};
+use crate::ids::CommitSha;
+use crate::promotion::GateReading;
+use crate::store::{Store, StoreError, Transition};
+
+/// Devices whose changes go into one store transition during a sweep.
+const SWEEP_CHUNK: usize = 2000;
+
+pub mod keys {
+    pub const DEVICE: &str = "device/";
+    pub const FINDING: &str = "finding/";
+    pub const GATE: &str = "fleet/gate/";
+    pub const EXPIRED: &str = "fleet/expired/";
+    pub const REMEDIATION: &str = "remediation/";
+}
+
+/// The fleet index shared with the controller (as its [`RingHealth`]).
+pub struct SharedFleet {
+    fleet: RwLock<Fleet>,
+    store: Arc<dyn Store>,
+}
+
+impl SharedFleet {
+    pub fn new(options: FleetOptions, store: Arc<dyn Store>) -> Arc<SharedFleet> {
+        Arc::new(SharedFleet {
+            fleet: RwLock::new(Fleet::new(options)),
+            store,
+        })
+    }
+
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Fleet> {
+        self.fleet.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Fleet> {
+        self.fleet.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl RingHealth for SharedFleet {
+    fn reading(&self, ring: &str, revision: &CommitSha, since: DateTime<Utc>) -> GateReading {
+        let fleet = self.read();
+        // Judge only against the state that was published for this soak: an
+        // index that has not caught up would measure the previous version.
+        match fleet.desired(ring) {
+            Some(d) if d.published_at >= since => fleet.reading(ring, revision.as_str(), since),
+            _ => GateReading::NoData {
+                reason: format!("the device index has not loaded ring {ring:?}'s published state yet"),
+            },
+        }
+    }
+
+    fn published(&self, ring: &str, at: DateTime<Utc>) {
+        let Some(baseline) = self.write().published(ring, at) else {
+            return;
+        };
+        let store = self.store.clone();
+        let key = format!("{}{ring}", keys::GATE);
+        let value = serde_json::to_value(baseline).expect("gate baselines serialise");
+        // Best effort: without it a restarted controller estimates the
+        // reference from devices not heard from since the promotion.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let t = Transition {
+                    kv: vec![(key, Some(value))],
+                    ..Default::default()
+                };
+                if let Err(e) = store.commit(t).await {
+                    tracing::warn!(error = %e, "could not persist a gate reference");
+                }
+            });
+        }
+    }
+}
+
+/// What a batch of reports did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct IngestOutcome {
+    pub accepted: usize,
+    /// Not newer than what was stored (duplicates, out of order): ignored.
+    pub stale: usize,
+    pub findings_opened: usize,
+    pub findings_closed: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevicesError {
+    #[error("too many report batches in flight; retry shortly")]
+    Overloaded,
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("resolving the desired state: {0}")]
+    Resolve(String),
+}
+
+/// A remediation item as stored and served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Remediation {
+    #[serde(flatten)]
+    pub item: Overdue,
+    pub opened_at: DateTime<Utc>,
+    pub due: DateTime<Utc>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ExpiredMark {
+    ring: String,
+    at: DateTime<Utc>,
+}
+
+pub struct Devices {
+    shared: Arc<SharedFleet>,
+    controller: Arc<Controller>,
+    cache: Arc<DesiredCache>,
+    /// One batch at a time goes through the index and the store.
+    ingest: Mutex<()>,
+    /// Batches admitted (running or queued); beyond it, 429.
+    admitted: Semaphore,
+    /// Which ring states the index holds, by ring: the resolved value's address.
+    loaded: std::sync::Mutex<HashMap<String, usize>>,
+}
+
+impl Devices {
+    /// Admits this many batches at once (one runs, the rest wait).
+    pub const MAX_ADMITTED: usize = 8;
+
+    pub fn new(shared: Arc<SharedFleet>, controller: Arc<Controller>, cache: Arc<DesiredCache>) -> Arc<Devices> {
+        Arc::new(Devices {
+            shared,
+            controller,
+            cache,
+            ingest: Mutex::new(()),
+            admitted: Semaphore::new(Self::MAX_ADMITTED),
+            loaded: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn fleet(&self) -> &Arc<SharedFleet> {
+        &self.shared
+    }
+
+    fn store(&self) -> &Arc<dyn Store> {
+        self.controller.store()
+    }
+
+    /// Loads persisted devices, findings and gate references, then the
+    /// desired state. Call once at start, before serving.
+    pub async fn load(&self) -> Result<usize, DevicesError> {
+        let store = self.store().clone();
+        self.refresh().await?;
+        let findings: HashMap<String, Vec<Finding>> = store
+            .kv_prefix(keys::FINDING)
+            .await?
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let id = k.strip_prefix(keys::FINDING)?.to_string();
+                serde_json::from_value(v).ok().map(|f| (id, f))
+            })
+            .collect();
+        let rows = store.kv_prefix(keys::DEVICE).await?;
+        let gates = store.kv_prefix(keys::GATE).await?;
+        let mut fleet = self.shared.write();
+        let mut loaded = 0;
+        for (key, value) in rows {
+            let Ok(report) = serde_json::from_value::<DeviceReport>(value) else {
+                tracing::warn!(key, "skipping an unreadable stored device report");
+                continue;
+            };
+            let id = key.strip_prefix(keys::DEVICE).unwrap_or(&key);
+            fleet.restore(&report, findings.get(id).map(Vec::as_slice).unwrap_or(&[]));
+            loaded += 1;
+        }
+        for (key, value) in gates {
+            if let (Some(ring), Ok(b)) = (
+                key.strip_prefix(keys::GATE),
+                serde_json::from_value::<GateBaseline>(value),
+            ) {
+                fleet.set_gate_baseline(ring, b);
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Brings the index's rings and desired states up to what is published.
+    /// Returns whether anything changed.
+    pub async fn refresh(&self) -> Result<bool, DevicesError> {
+        let store = self.store().clone();
+        let resolve = |e: super::resolve::ResolveError| DevicesError::Resolve(e.to_string());
+        let config = self.cache.config(&*store).await.map_err(resolve)?;
+        let rendered = self.cache.all(&*store).await.map_err(resolve)?;
+        let mut changed = false;
+        let mut fleet = self.shared.write();
+        if let Some((_, config)) = config {
+            let rings: Vec<_> = config
+                .rings
+                .iter()
+                .map(|r| (r.name.clone(), r.selector.clone()))
+                .collect();
+            if fleet.ring_names() != rings.iter().map(|r| r.0.clone()).collect::<Vec<_>>() {
+                changed = true;
+            }
+            fleet.set_rings(&rings);
+        }
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        for r in rendered {
+            let address = Arc::as_ptr(&r.ring) as usize;
+            if loaded.get(&r.ring.ring) == Some(&address) && fleet.desired(&r.ring.ring).is_some() {
+                continue;
+            }
+            if fleet.set_desired(r.ring.clone()) {
+                loaded.insert(r.ring.ring.clone(), address);
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Admits one batch, or refuses at once when [`Devices::MAX_ADMITTED`]
+    /// are already in: the caller answers 429 instead of queueing without
+    /// bound. Hold the permit until the batch is stored.
+    pub fn admit(&self) -> Result<SemaphorePermit<'_>, DevicesError> {
+        self.admitted.try_acquire().map_err(|e| match e {
+            TryAcquireError::NoPermits | TryAcquireError::Closed => DevicesError::Overloaded,
+        })
+    }
+
+    pub fn cache(&self) -> &Arc<DesiredCache> {
+        &self.cache
+    }
+
+    /// Stores a batch of validated reports: newer ones replace the stored
+    /// state, findings are re-evaluated, and everything commits at once.
+    pub async fn ingest(&self, reports: Vec<DeviceReport>, now: DateTime<Utc>) -> Result<IngestOutcome, DevicesError> {
+        let _one = self.ingest.lock().await;
+        let mut outcome = IngestOutcome::default();
+        let mut t = Transition::default();
+        let mut events = Vec::new();
+        let mut saved = Vec::new();
+        {
+            let mut fleet = self.shared.write();
+            for report in &reports {
+                let id = report.device.id.as_str();
+                if !fleet.is_newer(report) {
+                    outcome.stale += 1;
+                    continue;
+                }
+                saved.push(fleet.save(id));
+                let Some(change) = fleet.ingest(report, now) else {
+                    continue;
+                };
+                outcome.accepted += 1;
+                t.kv.push((
+                    format!("{}{id}", keys::DEVICE),
+                    Some(serde_json::to_value(report).expect("reports serialise")),
+                ));
+                self.record(&change, &mut t, &mut events, &mut outcome);
+            }
+        }
+        if t.kv.is_empty() {
+            return Ok(outcome);
+        }
+        let committed = self.controller.commit_events(t, events, now).await;
+        if let Err(e) = committed {
+            let mut fleet = self.shared.write();
+            for s in saved.into_iter().rev() {
+                fleet.put_back(s);
+            }
+            return Err(e.into());
+        }
+        Ok(outcome)
+    }
+
+    fn record(
+        &self,
+        change: &DeviceChange,
+        t: &mut Transition,
+        events: &mut Vec<(String, String, String, Value)>,
+        outcome: &mut IngestOutcome,
+    ) {
+        if change.opened.is_empty() && change.closed.is_empty() {
+            return;
+        }
+        let subject = format!("device/{}", change.device);
+        for (action, list) in [("finding_opened", &change.opened), ("finding_closed", &change.closed)] {
+            for f in list {
+                events.push((
+                    "controller".into(),
+                    action.into(),
+                    subject.clone(),
+                    json!({"kind": f.kind, "baseline": f.baseline, "setting": f.setting,
+                           "ring": change.ring, "opened_at": f.opened_at}),
+                ));
+            }
+        }
+        outcome.findings_opened += change.opened.len();
+        outcome.findings_closed += change.closed.len();
+        let key = format!("{}{}", keys::FINDING, change.device);
+        let value = (!change.open.is_empty()).then(|| serde_json::to_value(&change.open).expect("findings serialise"));
+        t.kv.push((key, value));
+    }
+
+    /// Re-evaluates every device as time passes and desired states change:
+    /// findings open and close (stale check-ins, grace periods ending,
+    /// exceptions expiring), expiries and remediation items are audited.
+    pub async fn sweep(&self, now: DateTime<Utc>) -> Result<SweepOutcome, DevicesError> {
+        self.refresh().await?;
+        let _one = self.ingest.lock().await;
+        let store = self.store().clone();
+        let mut out = SweepOutcome::default();
+        // Expiries first, so their events precede the findings they reopen.
+        let expired = self.shared.read().expired_exceptions(now);
+        let mut t = Transition::default();
+        let mut events = Vec::new();
+        for (ring, name, expires) in expired {
+            let key = format!("{}{name}/{}", keys::EXPIRED, expires.timestamp());
+            if store.kv_get(&key).await?.is_some() || t.kv.iter().any(|(k, _)| *k == key) {
+                continue;
+            }
+            events.push((
+                "controller".to_string(),
+                "exception_expired".to_string(),
+                format!("exception/{name}"),
+                json!({"expires": expires, "ring": ring}),
+            ));
+            t.kv.push((key, Some(json!(ExpiredMark { ring, at: now }))));
+            out.exceptions_expired += 1;
+        }
+        if !t.kv.is_empty() {
+            self.controller
+                .commit_events(std::mem::take(&mut t), std::mem::take(&mut events), now)
+                .await?;
+        }
+        let changes = self.shared.write().recompute(now);
+        let mut outcome = IngestOutcome::default();
+        for chunk in changes.chunks(SWEEP_CHUNK) {
+            let mut t = Transition::default();
+            let mut events = Vec::new();
+            for change in chunk {
+                self.record(change, &mut t, &mut events, &mut outcome);
+            }
+            self.controller.commit_events(t, events, now).await?;
+        }
+        out.findings_opened = outcome.findings_opened;
+        out.findings_closed = outcome.findings_closed;
+        let (opened, closed) = self.remediate(now).await?;
+        out.remediation_opened = opened;
+        out.remediation_closed = closed;
+        Ok(out)
+    }
+
+    /// Opens remediation items for findings past their deadline and closes
+    /// the ones whose findings are gone.
+    async fn remediate(&self, now: DateTime<Utc>) -> Result<(usize, usize), DevicesError> {
+        let store = self.store().clone();
+        let overdue = self.shared.read().overdue(now);
+        let stored: BTreeMap<String, Remediation> = store
+            .kv_prefix(keys::REMEDIATION)
+            .await?
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, serde_json::from_value(v).ok()?)))
+            .collect();
+        let deadlines = self.shared.read().options().remediation_secs;
+        let mut t = Transition::default();
+        let mut events = Vec::new();
+        let (mut opened, mut closed) = (0, 0);
+        let mut live = Vec::new();
+        for item in overdue {
+            let key = format!("{}{}", keys::REMEDIATION, item.id);
+            live.push(key.clone());
+            match stored.get(&key) {
+                Some(r) if r.item.devices == item.devices && r.item.sample == item.sample => {}
+                Some(r) => {
+                    let updated = Remediation {
+                        item,
+                        opened_at: r.opened_at,
+                        due: r.due,
+                    };
+                    t.kv.push((key, Some(serde_json::to_value(updated).expect("items serialise"))));
+                }
+                None => {
+                    let due = now + Duration::seconds(deadlines[item.tier.min(3) as usize]);
+                    let r = Remediation {
+                        item,
+                        opened_at: now,
+                        due,
+                    };
+                    events.push((
+                        "controller".to_string(),
+                        "remediation_opened".to_string(),
+                        format!("remediation/{}", r.item.id),
+                        json!({"baseline": r.item.baseline, "kind": r.item.kind, "setting": r.item.setting,
+                               "owners": r.item.owners, "tier": r.item.tier, "devices": r.item.devices,
+                               "due": r.due}),
+                    ));
+                    t.kv.push((key, Some(serde_json::to_value(r).expect("items serialise"))));
+                    opened += 1;
+                }
+            }
+        }
+        for (key, r) in &stored {
+            if !live.contains(key) {
+                events.push((
+                    "controller".to_string(),
+                    "remediation_closed".to_string(),
+                    format!("remediation/{}", r.item.id),
+                    json!({"baseline": r.item.baseline, "kind": r.item.kind, "setting": r.item.setting,
+                           "opened_at": r.opened_at}),
+                ));
+                t.kv.push((key.clone(), None));
+                closed += 1;
+            }
+        }
+        if !t.kv.is_empty() {
+            self.controller.commit_events(t, events, now).await?;
+        }
+        Ok((opened, closed))
+    }
+
+    /// Open remediation items, oldest first.
+    pub async fn remediation(&self) -> Result<Vec<Remediation>, DevicesError> {
+        let mut items: Vec<Remediation> = self
+            .store()
+            .kv_prefix(keys::REMEDIATION)
+            .await?
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_value(v).ok())
+            .collect();
+        items.sort_by(|a, b| a.opened_at.cmp(&b.opened_at).then_with(|| a.item.id.cmp(&b.item.id)));
+        Ok(items)
+    }
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SweepOutcome {
+    pub findings_opened: usize,
+    pub findings_closed: usize,
+    pub exceptions_expired: usize,
+    pub remediation_opened: usize,
+    pub remediation_closed: usize,
+}

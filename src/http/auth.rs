@@ -150,6 +150,8 @@ pub trait Access: Send + Sync + 'static {
 pub struct Read;
 /// Read a ring's desired state (devices and their MDM need only this).
 pub struct ReadDesired;
+/// Send device reports.
+pub struct Report;
 /// Approve or request changes (local forge mode).
 pub struct Approve;
 /// Halt, roll back, trigger a poll.
@@ -166,6 +168,13 @@ impl Access for ReadDesired {
     const NAME: &'static str = "read desired state (any role)";
     fn allows(_: Role) -> bool {
         true
+    }
+}
+
+impl Access for Report {
+    const NAME: &'static str = "report device state (reporter)";
+    fn allows(role: Role) -> bool {
+        role == Role::Reporter
     }
 }
 

@@ -10,6 +10,10 @@
 //! | `POST /v1/trigger` | operator | run a controller pass now |
 //! | `GET /v1/desired?ring=R` | any role | the ring's promoted baselines and exceptions with their settings, and its pins; `ETag`, `If-None-Match` answers 304 |
 //! | `GET /v1/rings` | any role | the rings of the config in force: selector, soak, gate and what was last published to each |
+//! | `POST /v1/reports` | reporter | device reports, JSON array or NDJSON; each judged on its own ([`devices`]) |
+//! | `GET /v1/drift?ring=&baseline=&kind=&setting=&limit=&after=` | read | findings summarised and the devices that have them |
+//! | `GET /v1/devices/{id}` | read | one device's ring and open findings |
+//! | `GET /v1/remediation` | read | open remediation items |
 //! | `GET /v1/audit?after=SEQ&limit=N` | read | audit events as a JSON array |
 //! | `GET /v1/audit/export` | read | the whole audit log as JSONL; `Tollgate-Audit-Head-Seq` and `-Hash` name its last event |
 //! | `GET /v1/status` | read | source tip, live promotions by phase, per-ring revisions, loop health |
@@ -24,6 +28,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod devices;
 pub mod error;
 pub mod metrics;
 pub mod observe;
@@ -40,6 +45,7 @@ use tokio::sync::Notify;
 use crate::catalog::Catalog;
 use crate::controller::Controller;
 use crate::devices::resolve::DesiredCache;
+use crate::devices::service::Devices;
 use crate::store::{PromotionFilter, StoreError};
 
 pub use auth::{Caller, Tokens};
@@ -83,13 +89,38 @@ struct Inner {
     trigger: Notify,
     options: ApiOptions,
     desired: Arc<DesiredCache>,
+    devices: Option<Arc<Devices>>,
 }
 
 impl ApiState {
+    /// An API without device tracking (reports are refused).
     pub fn new(controller: Arc<Controller>, tokens: Tokens, options: ApiOptions) -> ApiState {
         let desired = Arc::new(DesiredCache::new(controller.mirror().to_path_buf(), Catalog::builtin()));
+        Self::build(controller, tokens, options, desired, None)
+    }
+
+    /// An API that takes device reports into `devices` and serves desired
+    /// state from the same cache the device index reads.
+    pub fn with_devices(
+        controller: Arc<Controller>,
+        tokens: Tokens,
+        options: ApiOptions,
+        devices: Arc<Devices>,
+    ) -> ApiState {
+        let desired = devices.cache().clone();
+        Self::build(controller, tokens, options, desired, Some(devices))
+    }
+
+    fn build(
+        controller: Arc<Controller>,
+        tokens: Tokens,
+        options: ApiOptions,
+        desired: Arc<DesiredCache>,
+        devices: Option<Arc<Devices>>,
+    ) -> ApiState {
         ApiState(Arc::new(Inner {
             desired,
+            devices,
             controller,
             tokens,
             metrics: Metrics::new(),
@@ -97,6 +128,11 @@ impl ApiState {
             trigger: Notify::new(),
             options,
         }))
+    }
+
+    /// The device service, when this controller tracks devices.
+    pub fn devices(&self) -> Option<&Arc<Devices>> {
+        self.0.devices.as_ref()
     }
 
     pub fn controller(&self) -> &Arc<Controller> {

@@ -93,12 +93,30 @@ impl Poller {
                 self.failed("poll", e.is_transient(), &e, now);
             }
         }
+        // Gates read the device index: bring it to what is published first.
+        if let Some(devices) = state.devices() {
+            if let Err(e) = devices.refresh().await {
+                ok = false;
+                self.failed("devices", true, &e, now);
+            }
+        }
         match controller.reconcile(now).await {
             Ok(0) => {}
             Ok(moved) => tracing::info!(moved, "reconciled promotions"),
             Err(e) => {
                 ok = false;
                 self.failed("reconcile", e.is_transient(), &e, now);
+            }
+        }
+        // Findings that time opens or closes, expiries, remediation.
+        if let Some(devices) = state.devices() {
+            match devices.sweep(now).await {
+                Ok(s) if s != Default::default() => tracing::info!(?s, "device sweep"),
+                Ok(_) => {}
+                Err(e) => {
+                    ok = false;
+                    self.failed("devices", true, &e, now);
+                }
             }
         }
         self.finish(now, ok).await;

@@ -63,6 +63,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/trigger", post(trigger))
         .route("/v1/desired", get(desired))
         .route("/v1/rings", get(rings))
+        .route("/v1/reports", post(super::devices::reports))
+        .route("/v1/drift", get(super::devices::drift))
+        .route("/v1/devices/{id}", get(super::devices::device))
+        .route("/v1/remediation", get(super::devices::remediation))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/export", get(audit_export))
         .route("/v1/status", get(status))
@@ -77,7 +81,7 @@ pub fn router(state: ApiState) -> Router {
 }
 
 /// A query string as `T`; a malformed one is a JSON 400.
-struct ApiQuery<T>(T);
+pub(crate) struct ApiQuery<T>(pub(crate) T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
