@@ -16,7 +16,8 @@
 #
 # --runs: commits per latency series (default 20); --grow: commits the
 # 1,000-baseline controller takes, one pass each, before memory and latency
-# are measured once more (default 1000): its mirror gains a pack per fetch.
+# are measured once more (default 1000): each fetch adds a pack to its mirror
+# until it holds more than 32, when the controller repacks it into one.
 #
 # Needs curl and jq; Linux (/proc). Works in a temporary directory that
 # it removes at the end (TOLLGATE_BENCH_KEEP=1 keeps it). Prints `uptime`
@@ -216,7 +217,7 @@ done
 wait "${readers[@]}"
 memory "fleet, after 4 concurrent readers"
 # A controller that has run for a while: each fetch that brought a commit
-# left a pack in its mirror, and nothing repacks it.
+# left a pack in its mirror, repacked into one past 32 packs.
 say "fleet: $grow more commits, one triggered pass each ($(load))"
 runs_saved="$runs"
 runs="$grow"

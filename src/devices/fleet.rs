@@ -10,7 +10,7 @@
 //!
 //! Findings (DESIGN 8) are a pure function of a device's last report, the
 //! desired state of its ring, the exceptions in force and the time
-//! ([`Fleet::evaluate`]). The index remembers which findings are open, so the
+//! (`Fleet::evaluate`). The index remembers which findings are open, so the
 //! service can audit exactly the ones that open and close.
 
 use std::collections::{BTreeMap, HashMap};
