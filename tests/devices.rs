@@ -645,3 +645,160 @@ async fn gate_passes_on_healthy_evidence_then_a_bad_change_halts_and_rollback_re
     assert_eq!(drift["summary"]["by_ring"]["canary"]["noncompliant"], 0, "{drift}");
     assert_eq!(drift["summary"]["findings"], 0, "{drift}");
 }
+
+const EXCEPTION: &str = "apiVersion: tollgate.dev/v1alpha1\nkind: Exception\nmetadata: {name: legal-short-pin}\nspec:\n  baseline: corp-ios\n  settings: [passcode.min_length]\n  scope: {groups: [legal]}\n  reason: Legacy forensic handsets\n  expires: 2026-11-24T09:00:00Z\n";
+
+#[tokio::test]
+async fn exceptions_suppress_until_expiry_and_persistent_findings_become_remediation() {
+    let dir = TempDir::new().unwrap();
+    let v1 = ios(6, "17.0");
+    commit(
+        dir.path(),
+        &[
+            ("tollgate.yaml", Some(CONFIG)),
+            ("baselines/ios/corp-ios.yaml", Some(&v1)),
+            ("exceptions/legal-short-pin.yaml", Some(EXCEPTION)),
+        ],
+        "initial",
+    );
+    let h = serve(dir.path(), Arc::new(Mutex::new(monday()))).await;
+    h.state.controller().adopt("HEAD", "test", h.now()).await.unwrap();
+    h.pass().await;
+    let (_, desired, _) = h.call("GET", "/v1/desired?ring=broad", "mdm", None).await;
+    assert_eq!(desired["exceptions"][0]["name"], "legal-short-pin", "{desired}");
+    let digest = h.desired_digest("broad").await;
+    let bad = ["passcode.min_length"];
+    let (_, v) = h
+        .report(&[
+            device(
+                "legal-1",
+                &["phones", "legal"],
+                "18.0",
+                h.now(),
+                &digest,
+                "applied",
+                &bad,
+            ),
+            device("sales-1", &["phones"], "18.0", h.now(), &digest, "applied", &bad),
+        ])
+        .await;
+    assert_eq!(v["findings_opened"], 1, "only the device outside the exception: {v}");
+    let (_, drift, _) = h.call("GET", "/v1/drift", "vera", None).await;
+    assert_eq!(drift["summary"]["suppressed"], 1);
+
+    // The exception expires: audited once, and the device still out of line gets its finding.
+    // Fresh check-ins shortly before expiry, so nothing but the expiry changes.
+    h.advance(Duration::hours(23));
+    let at = h.now();
+    h.report(&[
+        device("legal-1", &["phones", "legal"], "18.0", at, &digest, "applied", &bad),
+        device("sales-1", &["phones"], "18.0", at, &digest, "applied", &bad),
+    ])
+    .await;
+    h.advance(Duration::hours(1) + Duration::minutes(1));
+    h.pass().await;
+    h.pass().await;
+    let events = h.audit_actions().await;
+    let expired: Vec<_> = events.iter().filter(|(a, _)| a == "exception_expired").collect();
+    assert_eq!(
+        expired,
+        vec![&("exception_expired".to_string(), "exception/legal-short-pin".to_string())]
+    );
+    let legal_opened = events
+        .iter()
+        .filter(|e| *e == &("finding_opened".to_string(), "device/legal-1".to_string()))
+        .count();
+    assert_eq!(legal_opened, 1);
+    let expiry_at = events.iter().position(|(a, _)| a == "exception_expired").unwrap();
+    let finding_at = events
+        .iter()
+        .rposition(|e| e == &("finding_opened".to_string(), "device/legal-1".to_string()))
+        .unwrap();
+    assert!(
+        expiry_at < finding_at,
+        "the expiry is recorded before the finding it reopens"
+    );
+
+    // Setting drift persists past the T2 deadline (3 days): one remediation
+    // item for the baseline's owners, due one deadline later.
+    // sales-1's finding is now 3 days old, legal-1's (reopened at expiry) 2 days.
+    h.advance(Duration::days(2));
+    let at = h.now();
+    h.report(&[
+        device("legal-1", &["phones", "legal"], "18.0", at, &digest, "applied", &bad),
+        device("sales-1", &["phones"], "18.0", at, &digest, "applied", &bad),
+    ])
+    .await;
+    h.pass().await;
+    let (status, r, _) = h.call("GET", "/v1/remediation", "vera", None).await;
+    assert_eq!(status, 200);
+    let items = r["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{r}");
+    let item = &items[0];
+    assert_eq!(item["id"], "corp-ios/setting_drift/passcode.min_length");
+    assert_eq!(item["owners"], json!(["mdm-ios"]));
+    assert_eq!(item["devices"], 1, "only sales-1 is past the deadline: {item}");
+    let opened_at: DateTime<Utc> = item["opened_at"].as_str().unwrap().parse().unwrap();
+    let due: DateTime<Utc> = item["due"].as_str().unwrap().parse().unwrap();
+    assert_eq!(due - opened_at, Duration::days(3));
+    assert!(h
+        .audit_actions()
+        .await
+        .iter()
+        .any(|(a, s)| a == "remediation_opened" && s == "remediation/corp-ios/setting_drift/passcode.min_length"));
+
+    // Both devices comply again: the findings and the item close.
+    h.advance(Duration::minutes(5));
+    let at = h.now();
+    h.report(&[
+        device("legal-1", &["phones", "legal"], "18.0", at, &digest, "applied", &[]),
+        device("sales-1", &["phones"], "18.0", at, &digest, "applied", &[]),
+    ])
+    .await;
+    h.pass().await;
+    let (_, r, _) = h.call("GET", "/v1/remediation", "vera", None).await;
+    assert_eq!(r["items"], json!([]));
+    assert!(h.audit_actions().await.iter().any(|(a, _)| a == "remediation_closed"));
+}
+
+#[tokio::test]
+async fn devices_that_stop_reporting_go_stale_and_a_report_from_one_device_never_touches_another() {
+    let (_dir, h) = adopted().await;
+    let digest = h.desired_digest("broad").await;
+    let at = h.now();
+    h.report(&[
+        device("a", &["phones"], "18.0", at, &digest, "applied", &[]),
+        device("b", &["phones"], "18.0", at, &digest, "applied", &[]),
+    ])
+    .await;
+    h.advance(Duration::hours(25));
+    // Only "a" reports again; a replayed old report of "b" changes nothing.
+    let (_, v) = h
+        .report(&[
+            device("a", &["phones"], "18.0", h.now(), &digest, "applied", &[]),
+            device(
+                "b",
+                &["phones"],
+                "18.0",
+                at,
+                &digest,
+                "failed",
+                &["passcode.min_length"],
+            ),
+        ])
+        .await;
+    assert_eq!((v["accepted"].as_u64(), v["stale"].as_u64()), (Some(1), Some(1)), "{v}");
+    h.pass().await;
+    let (_, a, _) = h.call("GET", "/v1/devices/a", "vera", None).await;
+    let (_, b, _) = h.call("GET", "/v1/devices/b", "vera", None).await;
+    assert_eq!(a["findings"], json!([]));
+    let kinds: Vec<&str> = b["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["stale_checkin"]);
+    let (status, _, _) = h.call("GET", "/v1/devices/nobody", "vera", None).await;
+    assert_eq!(status, 404);
+}
