@@ -551,7 +551,9 @@ fn quickstart_runs_the_controller_which_governs_the_commits_after_adoption() {
     };
     child.kill().unwrap();
     child.wait().unwrap();
+    // The tour adopts its setup commit, then commits a passcode change: T2.
     let p = &promotions["promotions"][0];
-    assert_eq!(p["tier"], 3, "the wipe setting after the adopted state: {p}");
-    assert_eq!(p["phase"]["phase"], "pending_approval");
+    assert_eq!(p["tier"], 2, "the tour's first change after the adopted state: {p}");
+    assert_eq!(p["changes"][0]["key"], "baseline/corp-ios", "{p}");
+    assert_eq!(p["author"], "sam", "{p}");
 }

@@ -10,6 +10,7 @@ pub mod quickstart;
 pub mod rollback;
 pub mod run;
 pub mod simulate;
+pub mod tour;
 pub mod validate;
 
 use std::io::{IsTerminal, Write};
@@ -96,7 +97,7 @@ pub enum Command {
         #[arg(long)]
         group: String,
     },
-    /// Write a sample governed repo with a realistic history and plan every commit.
+    /// Write a sample governed repo, plan every commit, then tour the controller with a simulated fleet.
     Quickstart {
         /// Where to create the sample repo (must not exist or be empty);
         /// by default a new directory under the system temp dir.
@@ -105,6 +106,9 @@ pub enum Command {
         /// Only write the repo and config and print the plans; do not start the controller.
         #[arg(long)]
         no_run: bool,
+        /// Exit after the tour instead of keeping the controller and the fleet running.
+        #[arg(long, conflicts_with = "no_run")]
+        no_wait: bool,
     },
     /// Run the controller: watch the governed repo, serve the HTTP API, drive promotions.
     Run(run::RunArgs),
@@ -161,12 +165,17 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Exit> {
             platform,
             group,
         } => explain_cmd(&repo, rev.as_deref(), &platform, &group, out, cli.output),
-        Command::Quickstart { dir, no_run } => {
+        Command::Quickstart { dir, no_run, no_wait } => {
             let dir = dir.unwrap_or_else(|| {
                 let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
                 std::env::temp_dir().join(format!("tollgate-quickstart-{stamp}-{}", std::process::id()))
             });
-            quickstart_cmd(&dir, !no_run, out, style)
+            let mode = match (no_run, no_wait) {
+                (true, _) => quickstart::QuickstartMode::PlansOnly,
+                (false, true) => quickstart::QuickstartMode::TourOnly,
+                (false, false) => quickstart::QuickstartMode::TourThenServe,
+            };
+            quickstart_cmd(&dir, mode, out, style)
         }
         Command::Run(args) => run::run_cmd(&args, out),
         Command::Status(args) => client::status_cmd(&args, out, cli.output),

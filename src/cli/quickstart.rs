@@ -1,5 +1,7 @@
 //! `tollgate quickstart`: a sample governed repo with a realistic history,
-//! and the plan of every commit in it.
+//! the plan of every commit in it, then (unless `--no-run`) the tour of
+//! [`super::tour`]: the controller and a simulated fleet, a change through
+//! every ring, a bad change halted by its gate and a rollback.
 
 use std::io::Write;
 use std::path::Path;
@@ -7,7 +9,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 
 use super::plan::{compute_plan, PlanArgs, PlanOutcome};
-use super::run::{run_cmd, RunArgs};
+use super::tour::{run_tour, TourOptions};
 use super::Exit;
 use crate::controller::config::{token_hash, Role};
 use crate::render::{plan_text, Style};
@@ -345,32 +347,52 @@ pub fn write_sample_repo(dir: &Path, history: &[SampleCommit]) -> anyhow::Result
     let repo = git2::Repository::init(dir).with_context(|| format!("creating a git repo in {}", dir.display()))?;
     repo.set_head("refs/heads/main")?;
     let mut ids = Vec::new();
-    let mut parent: Option<git2::Oid> = None;
     for (i, c) in history.iter().enumerate() {
-        for (path, content) in c.files {
-            let full = dir.join(path);
-            match content {
-                Some(text) => {
-                    std::fs::create_dir_all(full.parent().expect("sample paths have a parent"))?;
-                    std::fs::write(&full, text)?;
-                }
-                None => std::fs::remove_file(&full)?,
-            }
-        }
-        let mut index = repo.index()?;
-        index.add_all(["*"], git2::IndexAddOption::DEFAULT, None)?;
-        index.update_all(["*"], None)?;
-        index.write()?;
-        let tree = repo.find_tree(index.write_tree()?)?;
         let when = git2::Time::new(1_790_000_000 + 3600 * i as i64, 0);
-        let sig = git2::Signature::new(c.author, &format!("{}@acme.example", c.author), &when)?;
-        let parents: Vec<git2::Commit> = parent.iter().map(|p| repo.find_commit(*p)).collect::<Result<_, _>>()?;
-        let parent_refs: Vec<&git2::Commit> = parents.iter().collect();
-        let oid = repo.commit(Some("HEAD"), &sig, &sig, c.message, &tree, &parent_refs)?;
-        ids.push(oid.to_string());
-        parent = Some(oid);
+        ids.push(commit_to(&repo, c, &when)?);
     }
     Ok(ids)
+}
+
+/// Adds `commit` on top of the branch checked out in the repository at
+/// `dir`, dated now, and returns its id.
+pub fn append_commit(dir: &Path, commit: &SampleCommit) -> anyhow::Result<String> {
+    let repo = git2::Repository::open(dir).with_context(|| format!("opening the git repo in {}", dir.display()))?;
+    let when = git2::Time::new(chrono::Utc::now().timestamp(), 0);
+    commit_to(&repo, commit, &when)
+}
+
+/// Writes (or deletes) the commit's files in the work tree, stages all of
+/// the tree and commits it on HEAD.
+fn commit_to(repo: &git2::Repository, c: &SampleCommit, when: &git2::Time) -> anyhow::Result<String> {
+    let dir = repo
+        .workdir()
+        .context("the sample repo has no work tree")?
+        .to_path_buf();
+    for (path, content) in c.files {
+        let full = dir.join(path);
+        match content {
+            Some(text) => {
+                std::fs::create_dir_all(full.parent().expect("sample paths have a parent"))?;
+                std::fs::write(&full, text)?;
+            }
+            None => std::fs::remove_file(&full)?,
+        }
+    }
+    let mut index = repo.index()?;
+    index.add_all(["*"], git2::IndexAddOption::DEFAULT, None)?;
+    index.update_all(["*"], None)?;
+    index.write()?;
+    let tree = repo.find_tree(index.write_tree()?)?;
+    let sig = git2::Signature::new(c.author, &format!("{}@acme.example", c.author), when)?;
+    let parent = match repo.head() {
+        Ok(head) => Some(head.peel_to_commit()?),
+        Err(e) if e.code() == git2::ErrorCode::UnbornBranch => None,
+        Err(e) => return Err(e.into()),
+    };
+    let parents: Vec<&git2::Commit> = parent.iter().collect();
+    let oid = repo.commit(Some("HEAD"), &sig, &sig, c.message, &tree, &parents)?;
+    Ok(oid.to_string())
 }
 
 /// Writes the sample repo under `dir/repo` and prints the plan of every commit.
@@ -410,13 +432,14 @@ pub fn write_and_plan(dir: &Path, out: &mut dyn Write, style: Style) -> anyhow::
     Ok(repo)
 }
 
-/// The people of the sample's approver groups, and the operator, with the
-/// role each token gets.
+/// The people of the sample's approver groups, the operator and the fleet's
+/// reporter, with the role each token gets.
 const PEOPLE: &[(&str, Role)] = &[
     ("ops", Role::Operator),
     ("sec1", Role::Approver),
     ("ios1", Role::Approver),
     ("dana", Role::Approver),
+    ("reporter", Role::Reporter),
 ];
 
 /// A random bearer token (128 bits from the OS).
@@ -434,6 +457,21 @@ pub struct SampleController {
     /// (name, token) pairs; only their hashes are in the config.
     pub tokens: Vec<(String, String)>,
 }
+
+impl SampleController {
+    /// The token of `name`, one of the sample's people.
+    pub fn token(&self, name: &str) -> anyhow::Result<&str> {
+        self.tokens
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.as_str())
+            .with_context(|| format!("the sample has no token for {name:?}"))
+    }
+}
+
+/// How often the sample controller polls the repo: short, so that a commit
+/// shows up within a couple of seconds in a demo.
+pub const SAMPLE_POLL_INTERVAL: &str = "2s";
 
 /// Writes a ControllerConfig for the sample and a tokens file (mode 0600).
 pub fn write_controller_config(dir: &Path, repo: &Path) -> anyhow::Result<SampleController> {
@@ -453,7 +491,7 @@ pub fn write_controller_config(dir: &Path, repo: &Path) -> anyhow::Result<Sample
     std::fs::write(
         &config,
         format!(
-            "apiVersion: tollgate.dev/v1alpha1\nkind: ControllerConfig\nsource: {{url: \"file://{}\", branch: main, interval: 5s}}\nstore: \"sqlite://{}\"\nlisten: \"127.0.0.1:{port}\"\nforge: {{local: {{}}}}\nmirror: \"{}\"\ntokens:\n{entries}",
+            "apiVersion: tollgate.dev/v1alpha1\nkind: ControllerConfig\nsource: {{url: \"file://{}\", branch: main, interval: {SAMPLE_POLL_INTERVAL}}}\nstore: \"sqlite://{}\"\nlisten: \"127.0.0.1:{port}\"\nforge: {{local: {{}}}}\nmirror: \"{}\"\ntokens:\n{entries}",
             repo.display(),
             dir.join("state.db").display(),
             dir.join("mirror").display(),
@@ -477,18 +515,53 @@ pub fn write_controller_config(dir: &Path, repo: &Path) -> anyhow::Result<Sample
     })
 }
 
-pub fn quickstart_cmd(dir: &Path, run: bool, out: &mut dyn Write, style: Style) -> anyhow::Result<Exit> {
+/// What `tollgate quickstart` does after printing the plans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuickstartMode {
+    /// `--no-run`: write the repo, config and tokens, print the plans and how
+    /// to start the controller; start nothing.
+    PlansOnly,
+    /// `--no-wait`: run the tour, then stop the controller and the fleet.
+    TourOnly,
+    /// The default: run the tour, then keep the controller and the fleet
+    /// running until Ctrl-C so the CLI can explore them.
+    TourThenServe,
+}
+
+pub fn quickstart_cmd(dir: &Path, mode: QuickstartMode, out: &mut dyn Write, style: Style) -> anyhow::Result<Exit> {
     let repo = write_and_plan(dir, out, style)?;
-    let SampleController { config, server, .. } = write_controller_config(dir, &repo)?;
+    let sample = write_controller_config(dir, &repo)?;
     let d = dir.display();
     writeln!(
         out,
         "Controller config: {} (tokens in {d}/tokens.env)",
-        config.display()
+        sample.config.display()
+    )?;
+    if mode == QuickstartMode::PlansOnly {
+        write_manual_steps(dir, &sample, out)?;
+        return Ok(Exit::Ok);
+    }
+    let options = TourOptions {
+        keep_running: mode == QuickstartMode::TourThenServe,
+        ..TourOptions::default()
+    };
+    run_tour(dir, &sample, &options, out)?;
+    Ok(Exit::Ok)
+}
+
+/// `--no-run`: how to start the controller on the sample and govern the
+/// commits after HEAD~2 by hand.
+fn write_manual_steps(dir: &Path, sample: &SampleController, out: &mut dyn Write) -> anyhow::Result<()> {
+    let d = dir.display();
+    let server = &sample.server;
+    writeln!(
+        out,
+        "Started with --adopt HEAD~2, the controller adopts the fleet before the wipe setting and governs the commits after it.\n"
     )?;
     writeln!(
         out,
-        "The controller adopts the fleet at HEAD~2 (before the wipe setting) and governs the commits after it.\n"
+        "Start it with: tollgate run --config {} --adopt HEAD~2",
+        sample.config.display()
     )?;
     writeln!(out, "In another terminal:")?;
     writeln!(
@@ -506,6 +579,10 @@ pub fn quickstart_cmd(dir: &Path, run: bool, out: &mut dyn Write, style: Style) 
     writeln!(out, "  TOLLGATE_TOKEN=$TOKEN_SEC1 tollgate approve 1              # plus mdm-security: T3 needs both, in business hours")?;
     writeln!(
         out,
+        "  TOLLGATE_TOKEN=$TOKEN_REPORTER tollgate simulate --devices 300   # a fleet that applies and reports, so gates can pass"
+    )?;
+    writeln!(
+        out,
         "  TOLLGATE_TOKEN=$TOKEN_OPS  tollgate rollback corp-ios --to HEAD~2   # shows the diff and tier, asks"
     )?;
     writeln!(
@@ -518,20 +595,7 @@ pub fn quickstart_cmd(dir: &Path, run: bool, out: &mut dyn Write, style: Style) 
     )?;
     writeln!(
         out,
-        "Without reporting devices a ring's gate does not pass, so promotions stop after their first ring.\n"
+        "Without reporting devices a ring's gate does not pass, so promotions stop after their first ring."
     )?;
-    out.flush()?;
-    if !run {
-        writeln!(
-            out,
-            "Start it with: tollgate run --config {} --adopt HEAD~2",
-            config.display()
-        )?;
-        return Ok(Exit::Ok);
-    }
-    let args = RunArgs {
-        config,
-        adopt: Some("HEAD~2".into()),
-    };
-    run_cmd(&args, out)
+    Ok(())
 }
