@@ -263,6 +263,17 @@ fn device(id: &str, groups: &[&str], os: &str, at: DateTime<Utc>, digest: &str, 
     })
 }
 
+/// The Prometheus text of `/metrics` (no token needed).
+async fn metrics_text(h: &Harness) -> String {
+    let url = format!("{}/metrics", h.base);
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        agent.get(&url).call().unwrap().body_mut().read_to_string().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 /// A repo with one baseline, adopted as the state of every ring.
 async fn adopted() -> (TempDir, Harness) {
     let dir = TempDir::new().unwrap();
@@ -321,6 +332,11 @@ async fn reports_open_findings_that_are_audited_and_survive_a_restart() {
         .map(|d| d["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, vec!["drift-1", "failed-1"]);
+    let metrics = metrics_text(&h).await;
+    assert!(
+        metrics.contains("tollgate_device_reports_total{result=\"accepted\"} 3"),
+        "{metrics}"
+    );
     let opened: Vec<String> = h
         .audit_actions()
         .await
@@ -335,6 +351,12 @@ async fn reports_open_findings_that_are_audited_and_survive_a_restart() {
     h.shut_down().await;
     let h = serve(dir.path(), Arc::new(Mutex::new(monday()))).await;
     h.pass().await;
+    let metrics = metrics_text(&h).await;
+    assert!(metrics.contains("tollgate_devices 3"), "{metrics}");
+    assert!(
+        metrics.contains("tollgate_findings{kind=\"apply_failed\"} 1"),
+        "{metrics}"
+    );
     let (status, d, _) = h.call("GET", "/v1/devices/drift-1", "vera", None).await;
     assert_eq!(status, 200);
     assert_eq!(d["findings"][0]["kind"], "setting_drift");
@@ -801,4 +823,101 @@ async fn devices_that_stop_reporting_go_stale_and_a_report_from_one_device_never
     assert_eq!(kinds, vec!["stale_checkin"]);
     let (status, _, _) = h.call("GET", "/v1/devices/nobody", "vera", None).await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_policy_can_roll_a_ring_back_by_itself_when_its_gate_fails() {
+    // The shipped policy, asking for an automatic rollback on gate failure.
+    let policy = tollgate::risk::BUILTIN_POLICY.replace(
+        "\"fresh_approval_per_ring\": false,",
+        "\"fresh_approval_per_ring\": false,\n\t\"on_gate_failure\": \"rollback\",",
+    );
+    assert!(policy.contains("on_gate_failure"));
+    let dir = TempDir::new().unwrap();
+    let v1 = ios(6, "17.0");
+    commit(
+        dir.path(),
+        &[
+            ("tollgate.yaml", Some(CONFIG)),
+            ("policy/risk.rego", Some(&policy)),
+            ("baselines/ios/corp-ios.yaml", Some(&v1)),
+        ],
+        "initial",
+    );
+    let h = serve(dir.path(), Arc::new(Mutex::new(monday()))).await;
+    h.state.controller().adopt("HEAD", "test", h.now()).await.unwrap();
+    h.pass().await;
+    let v1_digest = h.desired_digest("canary").await;
+    let canary = |digest: &str, at: DateTime<Utc>, bad: &[&str]| -> Vec<Value> {
+        (0..10)
+            .map(|i| {
+                let b: &[&str] = if i < 5 { bad } else { &[] };
+                device(
+                    &format!("c{i}"),
+                    &["phones", "mdm-canary"],
+                    "17.2",
+                    at,
+                    digest,
+                    "applied",
+                    b,
+                )
+            })
+            .collect()
+    };
+    h.report(&canary(&v1_digest, h.now(), &[])).await;
+
+    let v2 = ios(6, "18.0");
+    commit(
+        dir.path(),
+        &[("baselines/ios/corp-ios.yaml", Some(&v2))],
+        "iOS: require iOS 18",
+    );
+    h.pass().await;
+    let (_, list, _) = h.call("GET", "/v1/promotions", "vera", None).await;
+    let id = list["promotions"][0]["id"].as_i64().unwrap();
+    let (_, p, _) = h.call("GET", &format!("/v1/promotions/{id}"), "vera", None).await;
+    assert_eq!(
+        p["promotion"]["changes"][0]["requirements"]["on_gate_failure"], "rollback",
+        "{p}"
+    );
+    h.call("POST", &format!("/v1/promotions/{id}/approve"), "ios1", None)
+        .await;
+    h.pass().await;
+    let bad_digest = h.desired_digest("canary").await;
+    assert_ne!(bad_digest, v1_digest);
+    h.advance(Duration::minutes(10));
+    h.report(&canary(&bad_digest, h.now(), &["os.min_version"])).await;
+    h.advance(Duration::hours(1));
+    h.pass().await;
+    let (_, p, _) = h.call("GET", &format!("/v1/promotions/{id}"), "vera", None).await;
+    assert_eq!(p["promotion"]["phase"]["phase"], "halted", "{p}");
+    // The policy's rollback is requested with the halt and carried out
+    // without waiting for a person, loudly audited.
+    h.pass().await;
+    assert_eq!(
+        h.desired_digest("canary").await,
+        v1_digest,
+        "the canary runs the previous version again"
+    );
+    let events = h.audit_actions().await;
+    for action in ["gate_failed", "auto_rollback_requested", "break_glass"] {
+        assert!(events.iter().any(|(a, _)| a == action), "{action} missing: {events:?}");
+    }
+    let (_, list, _) = h.call("GET", "/v1/promotions", "vera", None).await;
+    let rollbacks = list["promotions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "rollback")
+        .count();
+    assert_eq!(rollbacks, 1, "exactly one rollback: {list}");
+    h.pass().await;
+    let (_, list, _) = h.call("GET", "/v1/promotions", "vera", None).await;
+    let again = list["promotions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "rollback")
+        .count();
+    assert_eq!(again, 1, "later passes do not roll back again");
 }

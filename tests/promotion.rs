@@ -13,7 +13,7 @@ use tollgate::promotion::{
     next, ApprovalResult, BreakGlass, ChangeItem, Effect, Facts, GateReading, OperatorRequest, Phase, Promotion,
     PromotionKind, Review, ReviewState, RingPlan, StaticMembership,
 };
-use tollgate::risk::Requirements;
+use tollgate::risk::{GateFailure, Requirements};
 
 fn t0() -> DateTime<Utc> {
     // Monday 10:00 in Berlin.
@@ -32,6 +32,7 @@ fn req(tier: u8) -> Requirements {
             window: None,
             soak_multiplier: 1.0,
             fresh_approval_per_ring: false,
+            on_gate_failure: GateFailure::Halt,
         },
         1 => Requirements {
             approvals: 1,
@@ -39,6 +40,7 @@ fn req(tier: u8) -> Requirements {
             window: None,
             soak_multiplier: 1.0,
             fresh_approval_per_ring: false,
+            on_gate_failure: GateFailure::Halt,
         },
         2 => Requirements {
             approvals: 1,
@@ -46,6 +48,7 @@ fn req(tier: u8) -> Requirements {
             window: None,
             soak_multiplier: 1.0,
             fresh_approval_per_ring: false,
+            on_gate_failure: GateFailure::Halt,
         },
         _ => Requirements {
             approvals: 2,
@@ -53,6 +56,7 @@ fn req(tier: u8) -> Requirements {
             window: Some("business-hours".into()),
             soak_multiplier: 2.0,
             fresh_approval_per_ring: true,
+            on_gate_failure: GateFailure::Halt,
         },
     }
 }

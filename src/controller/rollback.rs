@@ -20,7 +20,7 @@ use crate::cli::plan::{compute_plan, PlanArgs, PlanOutcome};
 use crate::ids::{CommitSha, Digest};
 use crate::plan::PlannedChange;
 use crate::promotion::{BreakGlass, ChangeItem, Phase, Promotion, PromotionKind};
-use crate::risk::Requirements;
+use crate::risk::{GateFailure, Requirements};
 use crate::source::git::GitRepo;
 use crate::store::{PromotionFilter, PromotionWrite, Transition};
 
@@ -88,6 +88,7 @@ fn oncall() -> Requirements {
         window: None,
         soak_multiplier: 1.0,
         fresh_approval_per_ring: false,
+        on_gate_failure: GateFailure::Halt,
     }
 }
 

@@ -105,6 +105,52 @@ pub struct StoredPromotion {
     pub members: StaticMembership,
 }
 
+/// A rollback the policy asked for when a ring's gate failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct AutoRollback {
+    promotion: i64,
+    ring: String,
+    /// Baseline name and the halted content's digest.
+    baselines: Vec<(String, crate::ids::Digest)>,
+    /// What the ring ran before: the revision the change was planned against.
+    to: CommitSha,
+    reason: String,
+}
+
+/// The automatic rollback a gate failure calls for, if the policy asked for
+/// one for any baseline of the change.
+fn auto_rollback(before: &Promotion, after: &Promotion, fx: &[Effect]) -> Option<AutoRollback> {
+    let failed = fx.iter().find_map(|e| match e {
+        Effect::Audit { action, details, .. } if action == "gate_failed" => Some(details),
+        _ => None,
+    })?;
+    if before.kind != PromotionKind::Change || !matches!(after.phase, Phase::Halted { .. }) {
+        return None;
+    }
+    let ring = before.phase.ring()?;
+    let baselines: Vec<(String, crate::ids::Digest)> = before
+        .changes
+        .iter()
+        .filter(|c| c.requirements.on_gate_failure == crate::risk::GateFailure::Rollback)
+        .filter_map(|c| Some((c.key.strip_prefix("baseline/")?.to_string(), c.digest.clone()?)))
+        .collect();
+    if baselines.is_empty() {
+        return None;
+    }
+    let why = failed.get("reason").and_then(Value::as_str).unwrap_or("gate failed");
+    Some(AutoRollback {
+        promotion: before.id,
+        ring: before.rings.get(ring)?.name.clone(),
+        baselines,
+        to: before.base.clone(),
+        reason: format!(
+            "automatic rollback: the policy rolls back ring {} when its gate fails ({why}); promotion {}",
+            before.rings.get(ring)?.name,
+            before.id
+        ),
+    })
+}
+
 pub struct Controller {
     store: Arc<dyn Store>,
     url: String,
@@ -126,6 +172,8 @@ pub mod keys {
     pub fn halt(id: i64) -> String {
         format!("halt/{id}")
     }
+    /// `auto-rollback/{promotion}`: a rollback the policy asked for.
+    pub const AUTO_ROLLBACK: &str = "auto-rollback/";
 }
 
 impl Controller {
@@ -257,14 +305,85 @@ impl Controller {
 
     /// Drives every live promotion as far as the facts allow.
     pub async fn reconcile(&self, now: DateTime<Utc>) -> Result<usize, ControllerError> {
-        let _w = self.write.lock().await;
         let mut moved = 0;
-        for (rec, stored) in self.live().await? {
-            if self.step(&rec, stored, now).await? {
-                moved += 1;
+        {
+            let _w = self.write.lock().await;
+            for (rec, stored) in self.live().await? {
+                if self.step(&rec, stored, now).await? {
+                    moved += 1;
+                }
             }
         }
+        moved += self.auto_rollbacks(now).await?;
         Ok(moved)
+    }
+
+    /// Carries out the rollbacks the policy asked for when a gate failed.
+    ///
+    /// The request is stored with the halt itself (one transition), so a
+    /// crash cannot lose it; it is carried out here and then removed. A
+    /// request whose ring no longer runs the halted content (rolled back
+    /// already, by a person or by an earlier attempt that crashed before
+    /// removing the request) is dropped, so a rollback happens at most once.
+    async fn auto_rollbacks(&self, now: DateTime<Utc>) -> Result<usize, ControllerError> {
+        use super::rollback::{RollbackRequest, RollbackTarget};
+        let mut done = 0;
+        for (key, value) in self.store.kv_prefix(keys::AUTO_ROLLBACK).await? {
+            let Ok(req) = serde_json::from_value::<AutoRollback>(value) else {
+                tracing::warn!(key, "dropping an unreadable automatic rollback request");
+                self.commit_locked(
+                    Transition {
+                        kv: vec![(key, None)],
+                        ..Default::default()
+                    },
+                    vec![],
+                    now,
+                )
+                .await?;
+                continue;
+            };
+            let running = self
+                .store
+                .kv_get(&keys::desired(&req.ring))
+                .await?
+                .and_then(|v| serde_json::from_value::<Desired>(v).ok());
+            for (baseline, digest) in &req.baselines {
+                let doc = running
+                    .as_ref()
+                    .and_then(|d| d.documents.get(&format!("baseline/{baseline}")));
+                if doc.map(|d| &d.digest) != Some(digest) {
+                    continue;
+                }
+                let request = RollbackRequest {
+                    baseline: baseline.clone(),
+                    to: RollbackTarget::Revision(req.to.to_string()),
+                    rings: vec![req.ring.clone()],
+                    break_glass_reason: Some(req.reason.clone()),
+                    dry_run: false,
+                };
+                // Boxed: a rollback reconciles, which may come back here.
+                match Box::pin(self.rollback(&request, "policy", now)).await {
+                    Ok((p, _)) => {
+                        tracing::warn!(promotion = req.promotion, rollback = p.id, %baseline, ring = %req.ring,
+                            "gate failed: rolled back as the policy asks");
+                        done += 1;
+                    }
+                    // Nothing earlier to go back to: the ring stays halted for on-call.
+                    Err(e) => tracing::error!(promotion = req.promotion, %baseline, ring = %req.ring,
+                        error = %crate::http::error::chain(&e), "automatic rollback not possible; the ring stays halted"),
+                }
+            }
+            self.commit_locked(
+                Transition {
+                    kv: vec![(key, None)],
+                    ..Default::default()
+                },
+                vec![],
+                now,
+            )
+            .await?;
+        }
+        Ok(done)
     }
 
     /// One promotion, one transition. Returns whether anything changed.
@@ -301,6 +420,19 @@ impl Controller {
         }
         let mut t = Transition::default();
         let mut events = Vec::new();
+        if let Some(auto) = auto_rollback(p, &np, &fx) {
+            events.push((
+                self.identity.clone(),
+                "auto_rollback_requested".to_string(),
+                format!("promotion/{}", rec.id),
+                json!({"ring": auto.ring, "baselines": auto.baselines.iter().map(|(b, _)| b).collect::<Vec<_>>(),
+                       "reason": auto.reason}),
+            ));
+            t.kv.push((
+                format!("{}{}", keys::AUTO_ROLLBACK, rec.id),
+                Some(serde_json::to_value(&auto).expect("requests serialise")),
+            ));
+        }
         self.collect(&mut t, &mut events, rec, np, stored.members, fx, now)
             .await?;
         if halt.is_some() {

@@ -95,6 +95,9 @@ pub async fn reports(
     let rejected = parsed.rejected;
     let reports = parsed.reports.into_iter().map(|(_, r)| r).collect();
     let outcome = devices.ingest(reports, now).await?;
+    state
+        .metrics()
+        .observe_reports(outcome.accepted, outcome.stale, rejected.len());
     tracing::debug!(reporter = %caller.name, kept, rejected = rejected.len(), stale = outcome.stale, "reports");
     let status = if kept == 0 && !rejected.is_empty() {
         StatusCode::UNPROCESSABLE_ENTITY

@@ -9,6 +9,9 @@
 //! | `tollgate_git_poll_duration_seconds` | histogram: fetch and plan | |
 //! | `tollgate_poll_errors_total` | counter | `stage` = leadership, poll, reconcile; `class` = transient, stalled |
 //! | `tollgate_http_request_duration_seconds` | histogram | `method`, `route` (the route template), `status` |
+//! | `tollgate_device_reports_total` | counter | `result` = accepted, stale, rejected |
+//! | `tollgate_devices` | gauge: devices in the index | |
+//! | `tollgate_findings` | gauge: open findings | `kind` |
 //!
 //! Gate results and approval decisions are read from the audit log as it
 //! grows (every decision is an audit event, whoever made it), counted from
@@ -56,6 +59,11 @@ struct HttpLabels {
     status: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn http_histogram() -> Histogram {
@@ -70,6 +78,9 @@ pub struct Metrics {
     poll_duration: Histogram,
     poll_errors: Family<ErrorLabels, Counter>,
     http: HistogramFamily<HttpLabels>,
+    reports: Family<ResultLabels, Counter>,
+    devices: Gauge,
+    findings: Family<KindLabels, Gauge>,
     /// The last audit seq counted; `None` until the log's head is known.
     audit_cursor: Mutex<Option<i64>>,
 }
@@ -121,6 +132,22 @@ impl Metrics {
             "HTTP API request latency by method, route and status",
             http.clone(),
         );
+        let reports = Family::<ResultLabels, Counter>::default();
+        registry.register("device_reports", "Device reports received, by result", reports.clone());
+        let devices = Gauge::default();
+        registry.register("devices", "Devices in the device index", devices.clone());
+        let findings = Family::<KindLabels, Gauge>::default();
+        registry.register("findings", "Open findings by kind", findings.clone());
+        for result in ["accepted", "stale", "rejected"] {
+            reports.get_or_create(&ResultLabels { result: result.into() }).inc_by(0);
+        }
+        for kind in crate::devices::fleet::FindingKind::ALL {
+            findings
+                .get_or_create(&KindLabels {
+                    kind: kind.as_str().into(),
+                })
+                .set(0);
+        }
         // Every series exists from the start, so `rate()` and alerts see
         // the first increase rather than a series appearing.
         for phase in LIVE_PHASES {
@@ -154,6 +181,9 @@ impl Metrics {
             poll_duration,
             poll_errors,
             http,
+            reports,
+            devices,
+            findings,
             audit_cursor: Mutex::new(None),
         }
     }
@@ -163,6 +193,28 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+
+    /// Counts one batch of device reports.
+    pub fn observe_reports(&self, accepted: usize, stale: usize, rejected: usize) {
+        for (result, n) in [("accepted", accepted), ("stale", stale), ("rejected", rejected)] {
+            self.reports
+                .get_or_create(&ResultLabels { result: result.into() })
+                .inc_by(n as u64);
+        }
+    }
+
+    /// Sets the device and open-finding gauges.
+    pub fn set_fleet(&self, devices: u64, findings: &std::collections::BTreeMap<String, u64>) {
+        self.devices.set(devices as i64);
+        for kind in crate::devices::fleet::FindingKind::ALL {
+            let n = findings.get(kind.as_str()).copied().unwrap_or(0);
+            self.findings
+                .get_or_create(&KindLabels {
+                    kind: kind.as_str().into(),
+                })
+                .set(n as i64);
+        }
     }
 
     pub fn observe_poll(&self, took: Duration) {

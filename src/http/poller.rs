@@ -111,8 +111,13 @@ impl Poller {
         // Findings that time opens or closes, expiries, remediation.
         if let Some(devices) = state.devices() {
             match devices.sweep(now).await {
-                Ok(s) if s != Default::default() => tracing::info!(?s, "device sweep"),
-                Ok(_) => {}
+                Ok(s) => {
+                    if s != Default::default() {
+                        tracing::info!(?s, "device sweep");
+                    }
+                    let summary = devices.fleet().read().summary(&Default::default());
+                    state.metrics().set_fleet(summary.devices, &summary.by_kind);
+                }
                 Err(e) => {
                     ok = false;
                     self.failed("devices", true, &e, now);

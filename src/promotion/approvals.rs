@@ -265,6 +265,7 @@ mod tests {
             window: None,
             soak_multiplier: 1.0,
             fresh_approval_per_ring: false,
+            on_gate_failure: crate::risk::GateFailure::Halt,
         }
     }
 

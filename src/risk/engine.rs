@@ -105,6 +105,27 @@ pub struct Requirements {
     pub soak_multiplier: f64,
     /// Approval must be renewed before each ring after the first.
     pub fresh_approval_per_ring: bool,
+    /// What a failed ring gate leads to: a halt (the default) or, when the
+    /// policy says so, also an automatic rollback of that ring.
+    #[serde(default, skip_serializing_if = "GateFailure::is_halt")]
+    pub on_gate_failure: GateFailure,
+}
+
+/// What the controller does when a ring's health gate fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateFailure {
+    /// Halt the promotion and leave the ring as it is for on-call.
+    #[default]
+    Halt,
+    /// Halt, and roll the ring back to the previous verified version.
+    Rollback,
+}
+
+impl GateFailure {
+    pub fn is_halt(&self) -> bool {
+        *self == GateFailure::Halt
+    }
 }
 
 impl RiskDecision {
@@ -127,6 +148,7 @@ impl RiskDecision {
                 window: Some("business-hours".to_owned()),
                 soak_multiplier: 2.0,
                 fresh_approval_per_ring: true,
+                on_gate_failure: GateFailure::Halt,
             },
             rollback_effective: false,
             violations: vec![format!("risk policy failed: {chain}")],
@@ -162,6 +184,8 @@ struct RawRequirements {
     soak_multiplier: f64,
     #[serde(default)]
     fresh_approval_per_ring: Option<bool>,
+    #[serde(default)]
+    on_gate_failure: Option<String>,
 }
 
 /// A non-negative integer, accepting integral floats (`2.0`) since Rego
@@ -215,6 +239,15 @@ pub fn validate_decision(raw: serde_json::Value) -> Result<RiskDecision, RiskErr
             "requirements.soak_multiplier is {soak}, not a positive number"
         )));
     }
+    let on_gate_failure = match raw.requirements.on_gate_failure.as_deref() {
+        None | Some("halt") => GateFailure::Halt,
+        Some("rollback") => GateFailure::Rollback,
+        Some(other) => {
+            return Err(RiskError::malformed(format!(
+                "requirements.on_gate_failure is {other:?}, not \"halt\" or \"rollback\""
+            )))
+        }
+    };
     if raw.reasons.iter().chain(&raw.violations).any(|r| r.trim().is_empty()) {
         return Err(RiskError::malformed("an empty reason or violation"));
     }
@@ -229,6 +262,7 @@ pub fn validate_decision(raw: serde_json::Value) -> Result<RiskDecision, RiskErr
             // DESIGN 3 asks T3 for a fresh approval per ring; a policy that
             // does not say otherwise gets exactly that.
             fresh_approval_per_ring: raw.requirements.fresh_approval_per_ring.unwrap_or(tier == MAX_TIER),
+            on_gate_failure,
         },
         rollback_effective: raw.rollback_effective,
         violations: raw.violations,

@@ -24,8 +24,8 @@ pub mod engine;
 pub mod input;
 
 pub use engine::{
-    validate_decision, PolicyEngine, Requirements, RiskDecision, RiskError, BUILTIN_POLICY, BUILTIN_POLICY_PATH,
-    DECISION_PACKAGE, DECISION_RULE, MAX_TIER,
+    validate_decision, GateFailure, PolicyEngine, Requirements, RiskDecision, RiskError, BUILTIN_POLICY,
+    BUILTIN_POLICY_PATH, DECISION_PACKAGE, DECISION_RULE, MAX_TIER,
 };
 pub use input::{
     BlastRadius, CatalogInput, ChangeInput, ChangeKind, ChangeOp, ExceptionInput, ExemptedSettingInput, FleetInput,
