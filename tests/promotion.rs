@@ -264,6 +264,25 @@ fn a_ring_without_reporting_devices_does_not_pass_its_gate() {
 }
 
 #[test]
+fn a_ring_reached_in_the_same_step_is_not_judged_on_the_previous_rings_reading() {
+    let m = members();
+    let reviews = [approval("ios1", t0())];
+    let mut p = promotion(2);
+    p.rings[1].soak_secs = 0; // pilot: gated, no soak
+    let (p, _) = next(&p, &facts(t0(), &reviews, &m, healthy()));
+    // Canary passes on its own reading; pilot is published and soaks, but its
+    // gate waits for a reading of pilot's devices.
+    let (p, fx) = next(&p, &facts(t0() + Duration::hours(2), &reviews, &m, healthy()));
+    assert_eq!(published(&fx), ["pilot"]);
+    assert!(matches!(p.phase, Phase::Soaking { ring: 1, .. }), "{:?}", p.phase);
+    assert_eq!(audits(&fx).iter().filter(|a| *a == "gate_passed").count(), 1);
+    // The next step has pilot's reading.
+    let (p, fx) = next(&p, &facts(t0() + Duration::hours(2), &reviews, &m, healthy()));
+    assert!(audits(&fx).contains(&"gate_passed".to_string()));
+    assert_eq!(p.phase, Phase::Complete);
+}
+
+#[test]
 fn failed_gate_halts() {
     let m = members();
     let reviews = [approval("ios1", t0())];

@@ -427,13 +427,16 @@ pub fn history_cmd(args: &HistoryArgs, out: &mut dyn Write, format: Format) -> a
 /// People-readable approval state of a promotion view.
 fn write_approvals(out: &mut dyn Write, view: &Value) -> anyhow::Result<()> {
     let a = &view["approvals"];
-    let ring = a["ring"].as_str().unwrap_or("-");
     let verdict = if a["satisfied"].as_bool() == Some(true) {
         "satisfied"
     } else {
         "not satisfied"
     };
-    writeln!(out, "approvals for {ring}: {verdict}")?;
+    match a["ring"].as_str() {
+        Some(ring) => writeln!(out, "approvals for {ring}: {verdict}")?,
+        // Finished: no ring is waiting any more.
+        None => writeln!(out, "approvals: {verdict}")?,
+    }
     for c in a["changes"].as_array().into_iter().flatten() {
         let counted: Vec<&str> = c["counted"]
             .as_array()

@@ -89,10 +89,13 @@ pub fn drift_cmd(args: &DriftArgs, out: &mut dyn Write, format: Format) -> anyho
         if let Some(rings) = s["by_ring"].as_object() {
             writeln!(out, "by ring")?;
             for (name, r) in rings {
+                let n = |k: &str| r[k].as_u64().unwrap_or(0);
                 writeln!(
                     out,
                     "  {name:<12} {:>8} devices {:>8} non-compliant {:>8} findings",
-                    r["devices"], r["noncompliant"], r["findings"]
+                    n("devices"),
+                    n("noncompliant"),
+                    n("findings")
                 )?;
             }
         }

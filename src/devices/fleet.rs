@@ -847,7 +847,11 @@ impl Fleet {
     /// Counts for `/v1/drift`, over devices matching `filter`.
     pub fn summary(&self, filter: &DriftFilter) -> DriftSummary {
         let mut s = DriftSummary::default();
-        for ring in &self.rings {
+        for ring in self
+            .rings
+            .iter()
+            .filter(|r| filter.ring.as_ref().is_none_or(|f| *f == r.name))
+        {
             s.by_ring.entry(ring.name.clone()).or_default();
         }
         for (_, d) in self.matching(filter) {

@@ -207,9 +207,15 @@ const MAX_STEPS: usize = 32;
 pub fn next(p: &Promotion, facts: &Facts) -> (Promotion, Vec<Effect>) {
     let mut cur = p.clone();
     let mut effects = Vec::new();
+    // The gate reading was taken for the ring soaking now; a ring reached
+    // later in this same call has no reading yet and waits for the next one.
+    let measured = match p.phase {
+        Phase::Soaking { ring, .. } => Some(ring),
+        _ => None,
+    };
     for _ in 0..MAX_STEPS {
         let before = cur.phase.clone();
-        step(&mut cur, facts, &mut effects);
+        step(&mut cur, facts, measured, &mut effects);
         if cur.phase == before {
             break;
         }
@@ -225,7 +231,7 @@ fn audit(p: &Promotion, effects: &mut Vec<Effect>, action: &str, details: Value)
     });
 }
 
-fn step(p: &mut Promotion, f: &Facts, fx: &mut Vec<Effect>) {
+fn step(p: &mut Promotion, f: &Facts, measured: Option<usize>, fx: &mut Vec<Effect>) {
     if p.phase.is_terminal() {
         return;
     }
@@ -317,7 +323,11 @@ fn step(p: &mut Promotion, f: &Facts, fx: &mut Vec<Effect>) {
             if f.now < until {
                 return;
             }
-            let verdict = gate_verdict(p, ring, &f.gate);
+            let unmeasured = GateReading::NoData {
+                reason: format!("no reading taken for ring {} yet", p.rings[ring].name),
+            };
+            let reading = if measured == Some(ring) { &f.gate } else { &unmeasured };
+            let verdict = gate_verdict(p, ring, reading);
             match verdict {
                 GateVerdict::Pending => {}
                 GateVerdict::Failed(reason) => {
@@ -325,7 +335,7 @@ fn step(p: &mut Promotion, f: &Facts, fx: &mut Vec<Effect>) {
                         p,
                         fx,
                         "gate_failed",
-                        json!({"ring": p.rings[ring].name, "reading": f.gate, "reason": reason}),
+                        json!({"ring": p.rings[ring].name, "reading": reading, "reason": reason}),
                     );
                     p.phase = Phase::Halted {
                         ring,
@@ -337,7 +347,7 @@ fn step(p: &mut Promotion, f: &Facts, fx: &mut Vec<Effect>) {
                         p,
                         fx,
                         "gate_passed",
-                        json!({"ring": p.rings[ring].name, "reading": f.gate}),
+                        json!({"ring": p.rings[ring].name, "reading": reading}),
                     );
                     p.ring_passed_at.truncate(ring);
                     p.ring_passed_at.push(f.now);
