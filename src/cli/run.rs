@@ -33,7 +33,7 @@ pub struct RunArgs {
 
 pub fn run_cmd(args: &RunArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let config = ControllerConfig::load(&args.config)?;
-    init_logging();
+    init_logging("info");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -41,11 +41,11 @@ pub fn run_cmd(args: &RunArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     runtime.block_on(serve_controller(config, args.adopt.as_deref(), out))
 }
 
-/// Logs go to stderr; `TOLLGATE_LOG` filters them (`info` by default, e.g.
+/// Logs go to stderr; `TOLLGATE_LOG` filters them (`default` otherwise, e.g.
 /// `TOLLGATE_LOG=tollgate=debug`).
-fn init_logging() {
+pub(crate) fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Already set (a test harness, an embedding program): keep theirs.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -53,7 +53,37 @@ fn init_logging() {
         .try_init();
 }
 
-async fn serve_controller(config: ControllerConfig, adopt: Option<&str>, out: &mut dyn Write) -> anyhow::Result<Exit> {
+/// A controller serving its API and running its loop.
+pub(crate) struct Started {
+    pub addr: std::net::SocketAddr,
+    /// The revision adopted at start, if any.
+    pub adopted: Option<crate::ids::CommitSha>,
+    stop: tokio::sync::watch::Sender<bool>,
+    pub(crate) server: tokio::task::JoinHandle<std::io::Result<()>>,
+    poller: tokio::task::JoinHandle<()>,
+}
+
+impl Started {
+    /// Stops taking requests; lets those in flight and the pass in progress finish.
+    pub(crate) async fn shut_down(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.server
+            .await
+            .context("the API server task failed")?
+            .context("serving the API")?;
+        self.poller.await.context("the controller loop task failed")?;
+        Ok(())
+    }
+}
+
+/// Opens the store, adopts `adopt` (revision, actor) if given, loads the
+/// device index, serves the API on `listen` and starts the controller loop
+/// under the leadership name `holder`.
+pub(crate) async fn start(
+    config: &ControllerConfig,
+    adopt: Option<(&str, &str)>,
+    holder: String,
+) -> anyhow::Result<Started> {
     let tokens = Tokens::from_config(&config.tokens)?;
     if config.tokens.is_empty() {
         tracing::warn!("no tokens are configured: every API call but the probes and /metrics will be refused");
@@ -69,10 +99,10 @@ async fn serve_controller(config: ControllerConfig, adopt: Option<&str>, out: &m
         mirror.clone(),
         fleet.clone(),
     ));
-    let holder = holder();
-    if let Some(rev) = adopt {
-        adopt_revision(&controller, &holder, rev).await?;
-    }
+    let adopted = match adopt {
+        Some((rev, actor)) => Some(adopt_revision(&controller, &holder, rev, actor).await?),
+        None => None,
+    };
     let cache = Arc::new(DesiredCache::new(mirror, Catalog::builtin()));
     let devices = Devices::new(fleet, controller.clone(), cache);
     let loaded = devices.load().await.context("loading the stored device states")?;
@@ -92,38 +122,50 @@ async fn serve_controller(config: ControllerConfig, adopt: Option<&str>, out: &m
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    writeln!(out, "tollgate: serving the API on http://{addr}")?;
-    out.flush()?;
     tracing::info!(%addr, branch = %config.source.branch, ?interval, "controller started");
-
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let when_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let mut server = tokio::spawn(crate::http::serve(
+    let server = tokio::spawn(crate::http::serve(
         listener,
         state.clone(),
         when_stopped(stopped.clone()),
     ));
     let poller = tokio::spawn(Poller::new(state, holder).run(interval, when_stopped(stopped)));
+    Ok(Started {
+        addr,
+        adopted,
+        stop,
+        server,
+        poller,
+    })
+}
+
+async fn serve_controller(config: ControllerConfig, adopt: Option<&str>, out: &mut dyn Write) -> anyhow::Result<Exit> {
+    // The audit trail names who adopted: the account that started the controller.
+    let actor = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "operator".into());
+    let mut started = start(&config, adopt.map(|rev| (rev, actor.as_str())), holder()).await?;
+    writeln!(out, "tollgate: serving the API on http://{}", started.addr)?;
+    out.flush()?;
     // The server only ends by itself when it cannot accept connections.
-    let ended_early = tokio::select! {
+    tokio::select! {
         signal = shutdown_signal() => {
             signal?;
             tracing::info!("shutting down");
-            None
         }
-        served = &mut server => Some(served),
-    };
-    let _ = stop.send(true);
-    let served = match ended_early {
-        Some(served) => served,
-        None => server.await,
-    };
-    served
-        .context("the API server task failed")?
-        .context("serving the API")?;
-    poller.await.context("the controller loop task failed")?;
+        served = &mut started.server => {
+            let _ = started.stop.send(true);
+            served.context("the API server task failed")?.context("serving the API")?;
+            started.poller.await.context("the controller loop task failed")?;
+            tracing::info!("stopped");
+            return Ok(Exit::Ok);
+        }
+    }
+    started.shut_down().await?;
     tracing::info!("stopped");
     Ok(Exit::Ok)
 }
@@ -131,7 +173,12 @@ async fn serve_controller(config: ControllerConfig, adopt: Option<&str>, out: &m
 /// `--adopt REV`: record that the fleet already runs `REV` in every ring, so
 /// that governance starts from there instead of from the repo's first commit.
 /// Only the leader may, and only on a store that has never published.
-async fn adopt_revision(controller: &Controller, holder: &str, rev: &str) -> anyhow::Result<()> {
+async fn adopt_revision(
+    controller: &Controller,
+    holder: &str,
+    rev: &str,
+    actor: &str,
+) -> anyhow::Result<crate::ids::CommitSha> {
     if !controller
         .store()
         .try_lead(holder)
@@ -140,19 +187,14 @@ async fn adopt_revision(controller: &Controller, holder: &str, rev: &str) -> any
     {
         bail!("cannot adopt {rev}: another controller leads this store");
     }
-    // The audit trail names who adopted: the account that started the controller.
-    let actor = std::env::var("USER")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "operator".into());
     let sha = controller
-        .adopt(rev, &actor, chrono::Utc::now())
+        .adopt(rev, actor, chrono::Utc::now())
         .await
         .with_context(|| {
             format!("adopting {rev} (--adopt is for a store that has never published; drop it on restarts)")
         })?;
     tracing::info!(revision = %sha, %actor, "adopted: every ring runs this revision");
-    Ok(())
+    Ok(sha)
 }
 
 /// This process in the store's leadership lock: host and pid.
@@ -164,7 +206,7 @@ fn holder() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
+pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -24,7 +24,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,13 +40,10 @@ use super::client::{
 use super::drift::{drift_cmd, DriftArgs};
 use super::quickstart::{append_commit, SampleCommit, SampleController};
 use super::rollback::{rollback_cmd, RollbackArgs};
+use super::run::{shutdown_signal, start, Started};
 use super::{Exit, Format};
-use crate::catalog::Catalog;
-use crate::controller::{Controller, ControllerConfig};
-use crate::devices::resolve::DesiredCache;
-use crate::devices::service::{Devices, SharedFleet};
+use crate::controller::ControllerConfig;
 use crate::devices::sim::{self, DesiredFetch, RoundSummary, SimOptions, SimSummary};
-use crate::http::{ApiOptions, ApiState, Poller, Tokens};
 use crate::ids::Platform;
 
 /// How the tour runs.
@@ -240,102 +236,6 @@ pub fn fleet_shape(opts: &SimOptions) -> FleetShape {
 // ---------------------------------------------------------------------------
 // The controller, as `tollgate run` starts it
 
-struct Served {
-    addr: SocketAddr,
-    stop: tokio::sync::watch::Sender<bool>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-    poller: tokio::task::JoinHandle<()>,
-}
-
-/// Opens the store, adopts `adopt`, loads the device index, serves the API
-/// on `listen` and starts the controller loop.
-async fn serve(config: &ControllerConfig, adopt: &str) -> anyhow::Result<(Served, String)> {
-    let tokens = Tokens::from_config(&config.tokens)?;
-    let store = crate::store::open(&config.store).await.context("opening the store")?;
-    let mirror = config.mirror.clone().unwrap_or_else(|| PathBuf::from("mirror"));
-    let fleet_options = config.devices.fleet_options().map_err(anyhow::Error::msg)?;
-    let fleet = SharedFleet::new(fleet_options, store.clone());
-    let controller = Arc::new(Controller::new(
-        store,
-        config.source.url.clone(),
-        config.source.branch.clone(),
-        mirror.clone(),
-        fleet.clone(),
-    ));
-    let holder = format!("quickstart:{}", std::process::id());
-    if !controller
-        .store()
-        .try_lead(&holder)
-        .await
-        .context("checking leadership before adopting")?
-    {
-        bail!("cannot adopt {adopt}: another controller leads this store");
-    }
-    let adopted = controller
-        .adopt(adopt, "quickstart", Utc::now())
-        .await
-        .with_context(|| format!("adopting {adopt}"))?;
-    let cache = Arc::new(DesiredCache::new(mirror, Catalog::builtin()));
-    let devices = Devices::new(fleet, controller.clone(), cache);
-    devices.load().await.context("loading the stored device states")?;
-    let interval = config.interval();
-    let options = ApiOptions {
-        branch: config.source.branch.clone(),
-        interval,
-        ..ApiOptions::default()
-    };
-    let state = ApiState::with_devices(controller, tokens, options, devices);
-    if let Err(e) = state.refresh_metrics().await {
-        tracing::warn!(error = %crate::http::error::chain(&e), "store-derived metrics start late");
-    }
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let when_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let server = tokio::spawn(crate::http::serve(
-        listener,
-        state.clone(),
-        when_stopped(stopped.clone()),
-    ));
-    let poller = tokio::spawn(Poller::new(state, holder).run(interval, when_stopped(stopped)));
-    let served = Served {
-        addr,
-        stop,
-        server,
-        poller,
-    };
-    Ok((served, adopted.to_string()))
-}
-
-impl Served {
-    /// Stops taking requests, lets those in flight and the pass in progress
-    /// finish.
-    async fn shut_down(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(true);
-        self.server
-            .await
-            .context("the API server task failed")?
-            .context("serving the API")?;
-        self.poller.await.context("the controller loop task failed")?;
-        Ok(())
-    }
-}
-
-/// Logs go to stderr at `warn` unless `TOLLGATE_LOG` says otherwise: the
-/// tour's narration is on stdout and the controller's routine is not news.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 /// The simulated fleet on its own thread.
 struct Fleet {
     stop: Arc<AtomicBool>,
@@ -406,13 +306,15 @@ pub fn run_tour(
     let setup_files: Vec<(&str, &str)> = files.setup.iter().map(|(p, t)| (*p, t.as_str())).collect();
     let setup_message = format!("tour: {TOUR_SOAK} soaks, no dated freeze, OS minimums the simulated fleet meets");
     let setup = commit(&repo, "priya", &setup_message, &setup_files)?;
-    init_logging();
+    super::run::init_logging("warn");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let (served, adopted) = runtime.block_on(serve(&config, "HEAD"))?;
+    let holder = format!("quickstart:{}", std::process::id());
+    let served = runtime.block_on(start(&config, Some(("HEAD", "quickstart")), holder))?;
+    let adopted = served.adopted.as_ref().map(ToString::to_string).unwrap_or_default();
     let server = format!("http://{}", served.addr);
     let d = dir.display();
     writeln!(out, "\n=== The tour: the controller and a simulated fleet, live\n")?;
@@ -644,7 +546,7 @@ impl Tour<'_> {
     }
 
     /// After the tour: how to explore, then wait for Ctrl-C.
-    fn keep_running(&mut self, runtime: &tokio::runtime::Runtime, served: &Served) -> anyhow::Result<()> {
+    fn keep_running(&mut self, runtime: &tokio::runtime::Runtime, served: &Started) -> anyhow::Result<()> {
         let d = self
             .sample
             .config
@@ -1157,19 +1059,4 @@ async fn wait_finished<T>(handle: &tokio::task::JoinHandle<T>) {
     while !handle.is_finished() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-async fn shutdown_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("listening for SIGINT")?,
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await.context("listening for Ctrl-C")?;
-    Ok(())
 }
