@@ -40,8 +40,10 @@ pub async fn track(State(state): State<ApiState>, req: Request, next: Next) -> R
     span.record("status", status);
     span.record("latency_ms", took.as_secs_f64() * 1000.0);
     span.in_scope(|| {
-        if response.status().is_server_error() {
-            tracing::warn!("request served");
+        // /readyz answers 503 until the first pass: expected, not a warning.
+        if response.status().is_server_error() && route != "/readyz" {
+            // The span may be filtered out at `warn`: name the request here too.
+            tracing::warn!(%method, %route, status, latency_ms = took.as_secs_f64() * 1000.0, "request failed");
         } else if PROBES.contains(&route.as_str()) {
             // Probes and scrapes come every few seconds: not worth a line each.
             tracing::debug!("request served");
