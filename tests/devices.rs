@@ -921,3 +921,62 @@ async fn a_policy_can_roll_a_ring_back_by_itself_when_its_gate_fails() {
         .count();
     assert_eq!(again, 1, "later passes do not roll back again");
 }
+
+#[tokio::test]
+async fn tollgate_drift_renders_the_summary_and_the_devices() {
+    use std::str::FromStr;
+    use tollgate::cli::client::{ApiToken, ServerArgs};
+    use tollgate::cli::drift::{drift_cmd, DriftArgs};
+    use tollgate::cli::Format;
+
+    let (_dir, h) = adopted().await;
+    let digest = h.desired_digest("broad").await;
+    let at = h.now();
+    h.report(&[
+        device("phone-1", &["phones", "mdm-canary"], "18.0", at, &digest, "failed", &[]),
+        device(
+            "phone-2",
+            &["phones"],
+            "18.0",
+            at,
+            &digest,
+            "applied",
+            &["passcode.min_length"],
+        ),
+        device("phone-3", &["phones"], "18.0", at, &digest, "applied", &[]),
+    ])
+    .await;
+    let render = |format: Format, kind: Option<&str>| {
+        let args = DriftArgs {
+            server: ServerArgs {
+                server: h.base.clone(),
+                token: Some(ApiToken::from_str(token("vera")).unwrap()),
+            },
+            ring: None,
+            baseline: None,
+            kind: kind.map(String::from),
+            setting: None,
+            limit: 20,
+            after: None,
+        };
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                let exit = drift_cmd(&args, &mut out, format).unwrap();
+                (exit, String::from_utf8(out).unwrap())
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let (exit, text) = render(Format::Text, None).await;
+    assert_eq!(exit, tollgate::cli::Exit::Ok);
+    insta::assert_snapshot!("drift_text", text);
+    let (_, json) = render(Format::Json, Some("setting_drift")).await;
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["devices"][0]["id"], "phone-2");
+    assert_eq!(v["devices"].as_array().unwrap().len(), 1);
+    let (_, bad) = render(Format::Json, Some("no_such_kind")).await;
+    let v: Value = serde_json::from_str(&bad).unwrap();
+    assert_eq!(v["error"]["code"], "bad_request", "{v}");
+}
