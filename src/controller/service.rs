@@ -329,17 +329,13 @@ impl Controller {
         use super::rollback::{RollbackRequest, RollbackTarget};
         let mut done = 0;
         for (key, value) in self.store.kv_prefix(keys::AUTO_ROLLBACK).await? {
+            let drop_request = Transition {
+                kv: vec![(key.clone(), None)],
+                ..Default::default()
+            };
             let Ok(req) = serde_json::from_value::<AutoRollback>(value) else {
                 tracing::warn!(key, "dropping an unreadable automatic rollback request");
-                self.commit_locked(
-                    Transition {
-                        kv: vec![(key, None)],
-                        ..Default::default()
-                    },
-                    vec![],
-                    now,
-                )
-                .await?;
+                self.commit_locked(drop_request, vec![], now).await?;
                 continue;
             };
             let running = self
@@ -373,15 +369,7 @@ impl Controller {
                         error = %crate::http::error::chain(&e), "automatic rollback not possible; the ring stays halted"),
                 }
             }
-            self.commit_locked(
-                Transition {
-                    kv: vec![(key, None)],
-                    ..Default::default()
-                },
-                vec![],
-                now,
-            )
-            .await?;
+            self.commit_locked(drop_request, vec![], now).await?;
         }
         Ok(done)
     }
