@@ -521,6 +521,21 @@ impl Fleet {
     /// Stores `report` if newer and re-evaluates the device. Returns what
     /// changed in its findings (`None` when the report was stale).
     pub fn ingest(&mut self, report: &DeviceReport, now: DateTime<Utc>) -> Option<DeviceChange> {
+        let (_, change) = self.ingest_undoable(report, now)?;
+        Some(change.unwrap_or_else(|| self.unchanged(&report.device.id)))
+    }
+
+    /// [`Fleet::ingest`] for a caller that may have to undo it and only
+    /// needs what opened and closed: `None` when the report was stale, else
+    /// the entry as it was (for [`Fleet::put_back`]) and the change, only
+    /// when findings opened or closed. Cheaper than [`Fleet::save`] then
+    /// [`Fleet::ingest`]: the old entry is moved out, not copied, and an
+    /// unchanged device costs no [`DeviceChange`].
+    pub fn ingest_undoable(
+        &mut self,
+        report: &DeviceReport,
+        now: DateTime<Utc>,
+    ) -> Option<(Saved, Option<DeviceChange>)> {
         if !self.is_newer(report) {
             return None;
         }
@@ -544,7 +559,10 @@ impl Fleet {
         bad.sort_unstable();
         bad.dedup();
         let id: &str = &report.device.id;
-        let previous = self.devices.remove(id).map(|d| d.findings).unwrap_or_default();
+        let (key, old) = match self.devices.remove_entry(id) {
+            Some((key, old)) => (key, Some(old)),
+            None => (id.into(), None),
+        };
         let mut device = Device {
             platform: report.device.platform,
             groupset,
@@ -552,12 +570,13 @@ impl Fleet {
             checked_in: secs(report.checked_in_at),
             applied: applied.into(),
             bad: bad.into(),
-            findings: previous,
+            findings: old.as_ref().map(|d| d.findings.clone()).unwrap_or_default(),
             suppressed: 0,
         };
         let change = self.reevaluate(id, &mut device, secs(now));
-        self.devices.insert(id.into(), device);
-        Some(change.unwrap_or_else(|| self.unchanged(id)))
+        let saved = Saved(key.clone(), old);
+        self.devices.insert(key, device);
+        Some((saved, change))
     }
 
     fn unchanged(&self, id: &str) -> DeviceChange {

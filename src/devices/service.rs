@@ -147,6 +147,10 @@ pub struct Devices {
     cache: Arc<DesiredCache>,
     /// One batch at a time goes through the index and the store.
     ingest: Mutex<()>,
+    /// One batch at a time makes its device rows ahead of [`Devices::ingest`]'s
+    /// lock, and keeps them until it has the lock: at most two batches' rows
+    /// are in memory, however many are admitted.
+    prepare: Semaphore,
     /// Batches admitted (running or queued); beyond it, 429.
     admitted: Semaphore,
     /// Which ring states the index holds, by ring: the resolved value's address.
@@ -163,6 +167,7 @@ impl Devices {
             controller,
             cache,
             ingest: Mutex::new(()),
+            prepare: Semaphore::new(1),
             admitted: Semaphore::new(Self::MAX_ADMITTED),
             loaded: std::sync::Mutex::new(HashMap::new()),
         })
@@ -264,31 +269,50 @@ impl Devices {
     /// Stores a batch of validated reports: newer ones replace the stored
     /// state, findings are re-evaluated, and everything commits at once.
     pub async fn ingest(&self, reports: Vec<DeviceReport>, now: DateTime<Utc>) -> Result<IngestOutcome, DevicesError> {
+        // The device rows are most of a batch's CPU and need no lock: they
+        // are made first, on the blocking pool, while the batch before this
+        // one may still be committing. Reports already stale are skipped; a
+        // report that another batch makes stale meanwhile is counted stale
+        // below all the same, and one left out here is serialised there.
+        let prepare = self.prepare.acquire().await.expect("the semaphore is never closed");
+        let newer: Vec<bool> = {
+            let fleet = self.shared.read();
+            reports.iter().map(|r| fleet.is_newer(r)).collect()
+        };
+        let (reports, mut rows) = tokio::task::spawn_blocking(move || {
+            let rows: Vec<Option<Value>> = reports
+                .iter()
+                .zip(newer)
+                .map(|(r, newer)| newer.then(|| device_row(r)))
+                .collect();
+            (reports, rows)
+        })
+        .await
+        .map_err(|e| ControllerError::Join(e.to_string()))?;
         let _one = self.ingest.lock().await;
+        drop(prepare);
         let mut outcome = IngestOutcome::default();
         let mut t = Transition::default();
+        t.kv.reserve(reports.len());
         let mut events = Vec::new();
-        let mut saved = Vec::new();
+        let mut saved = Vec::with_capacity(reports.len());
         {
             let mut fleet = self.shared.write();
-            for report in &reports {
-                let id = report.device.id.as_str();
-                if !fleet.is_newer(report) {
+            for (report, row) in reports.iter().zip(rows.iter_mut()) {
+                let Some((before, change)) = fleet.ingest_undoable(report, now) else {
                     outcome.stale += 1;
                     continue;
-                }
-                saved.push(fleet.save(id));
-                let Some(change) = fleet.ingest(report, now) else {
-                    continue;
                 };
+                saved.push(before);
                 outcome.accepted += 1;
-                t.kv.push((
-                    format!("{}{id}", keys::DEVICE),
-                    Some(serde_json::to_value(report).expect("reports serialise")),
-                ));
-                self.record(&change, &mut t, &mut events, &mut outcome);
+                let row = row.take().unwrap_or_else(|| device_row(report));
+                t.kv.push((format!("{}{}", keys::DEVICE, report.device.id), Some(row)));
+                if let Some(change) = change {
+                    self.record(&change, &mut t, &mut events, &mut outcome);
+                }
             }
         }
+        drop(rows);
         if t.kv.is_empty() {
             return Ok(outcome);
         }
@@ -300,6 +324,9 @@ impl Devices {
             }
             return Err(e.into());
         }
+        // The next batch need not wait for the old entries to be freed.
+        drop(_one);
+        drop(saved);
         Ok(outcome)
     }
 
@@ -461,6 +488,11 @@ impl Devices {
         items.sort_by(|a, b| a.opened_at.cmp(&b.opened_at).then_with(|| a.item.id.cmp(&b.item.id)));
         Ok(items)
     }
+}
+
+/// The stored form of a device's report (`device/{id}`).
+fn device_row(report: &DeviceReport) -> Value {
+    serde_json::to_value(report).expect("reports serialise")
 }
 
 /// What a sweep did.

@@ -469,9 +469,67 @@ pub(crate) fn check_audit_continues(head: Option<(i64, String)>, rows: &[AuditRo
     }
 }
 
+/// Rows per multi-row kv statement at most. Statements hold a power of two
+/// of rows (256, 128, ... 1), so each backend prepares at most nine
+/// distinct ones and keeps them cached.
+pub(crate) const KV_ROWS_PER_STATEMENT: usize = 256;
+
+/// The kv writes of a transition reduced to their effect: each key's last
+/// write, upserts (as JSON text) and deletes apart. Writes to different keys
+/// do not affect each other and a key ends as its last write left it, so
+/// applying these, in any order, is applying the list in order. It lets the
+/// backends write many rows per statement: a batch of device reports writes
+/// over a thousand keys in one transition.
+pub(crate) struct KvWrites<'a> {
+    pub upserts: Vec<(&'a str, String)>,
+    pub deletes: Vec<&'a str>,
+}
+
+pub(crate) fn kv_writes(kv: &[(String, Option<Value>)]) -> KvWrites<'_> {
+    let mut seen = std::collections::HashSet::with_capacity(kv.len());
+    let mut writes = KvWrites {
+        upserts: Vec::with_capacity(kv.len()),
+        deletes: Vec::new(),
+    };
+    for (key, value) in kv.iter().rev() {
+        if !seen.insert(key.as_str()) {
+            continue;
+        }
+        match value {
+            Some(value) => writes.upserts.push((key.as_str(), to_json_text(value))),
+            None => writes.deletes.push(key.as_str()),
+        }
+    }
+    writes.upserts.reverse();
+    writes.deletes.reverse();
+    writes
+}
+
+/// How many of `remaining` rows the next multi-row statement takes: the
+/// largest power of two not above them or [`KV_ROWS_PER_STATEMENT`].
+pub(crate) fn kv_statement_rows(remaining: usize) -> usize {
+    let n = remaining.clamp(1, KV_ROWS_PER_STATEMENT);
+    1 << (usize::BITS - 1 - n.leading_zeros())
+}
+
 pub(crate) fn to_json_text(value: &Value) -> String {
-    // Serializing a `Value` cannot fail: its map keys are strings.
-    value.to_string()
+    // Serializing a `Value` cannot fail: its map keys are strings. Straight
+    // into a buffer: `Display` (`value.to_string()`) writes the same text
+    // token by token through a formatter, at about half the speed.
+    serde_json::to_string(value).expect("a JSON value serialises")
+}
+
+/// Drops a transition that holds many kv values off the committing task:
+/// freeing a thousand report-sized JSON trees takes milliseconds that the
+/// next writer would otherwise wait for.
+pub(crate) fn drop_in_background(t: Transition) {
+    const MANY: usize = 64;
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) if t.kv.len() >= MANY => {
+            rt.spawn_blocking(move || drop(t));
+        }
+        _ => drop(t),
+    }
 }
 
 pub(crate) fn from_json_text(what: impl FnOnce() -> String, text: &str) -> Result<Value, StoreError> {
@@ -565,6 +623,112 @@ async fn migrator(backend: Backend) -> Result<sqlx::migrate::Migrator, StoreErro
         .map_err(|source| StoreError::Migrate { backend, source })
 }
 
+/// The multi-row kv statements against both databases: more rows than one
+/// statement takes, a key written several times across statements, deletes
+/// among upserts. PostgreSQL runs when `TOLLGATE_TEST_POSTGRES_URL` is set
+/// (`bash scripts/postgres.sh`), in a schema of its own.
+#[cfg(test)]
+mod many_kv_rows {
+    use serde_json::json;
+    use sqlx::{Connection, Executor};
+
+    use super::*;
+
+    fn set(key: String, value: Value) -> (String, Option<Value>) {
+        (key, Some(value))
+    }
+
+    async fn check(store: &dyn Store) {
+        let mut kv = Vec::new();
+        for i in 0..1300 {
+            kv.push(set(format!("k/{i:04}"), json!({"n": i})));
+            match i {
+                0 | 300 | 700 => kv.push(set("dup".into(), json!(i))),
+                500 => kv.push(("dup".into(), None)),
+                900 => kv.push(("never/stored".into(), None)),
+                _ => {}
+            }
+        }
+        kv.push(set("gone".into(), json!(true)));
+        kv.push(("gone".into(), None));
+        store
+            .commit(Transition {
+                kv,
+                ..Transition::default()
+            })
+            .await
+            .unwrap();
+        let rows = store.kv_prefix("k/").await.unwrap();
+        assert_eq!(rows.len(), 1300);
+        assert!(rows
+            .iter()
+            .enumerate()
+            .all(|(i, (k, v))| *k == format!("k/{i:04}") && *v == json!({"n": i})));
+        assert_eq!(store.kv_get("dup").await.unwrap(), Some(json!(700)));
+        assert_eq!(store.kv_get("gone").await.unwrap(), None);
+        assert_eq!(store.kv_get("never/stored").await.unwrap(), None);
+
+        // 600 deletes between upserts of new and existing keys.
+        let mut kv = Vec::new();
+        for i in 0..600 {
+            kv.push((format!("k/{i:04}"), None));
+            kv.push(set(format!("k/{:04}", 1300 + i), json!("new")));
+        }
+        kv.push(set("k/0100".into(), json!("back")));
+        kv.push(("dup".into(), None));
+        store
+            .commit(Transition {
+                kv,
+                ..Transition::default()
+            })
+            .await
+            .unwrap();
+        let rows = store.kv_prefix("k/").await.unwrap();
+        assert_eq!(rows.len(), 1300 - 600 + 1 + 600);
+        assert_eq!(store.kv_get("k/0100").await.unwrap(), Some(json!("back")));
+        assert_eq!(store.kv_get("k/0101").await.unwrap(), None);
+        assert_eq!(store.kv_get("k/0600").await.unwrap(), Some(json!({"n": 600})));
+        assert_eq!(store.kv_get("k/1899").await.unwrap(), Some(json!("new")));
+        assert_eq!(store.kv_get("dup").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("kv.db").display()))
+            .await
+            .unwrap();
+        check(&store).await;
+    }
+
+    #[tokio::test]
+    async fn postgres() {
+        let Some(base) = std::env::var("TOLLGATE_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            eprintln!("notice: TOLLGATE_TEST_POSTGRES_URL is not set; skipping the PostgreSQL kv test");
+            return;
+        };
+        let schema = format!("tollgate_unit_kv_{}", std::process::id());
+        let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+        admin
+            .execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}").as_str())
+            .await
+            .unwrap();
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let store = PostgresStore::open(&format!("{base}{separator}options=-c%20search_path%3D{schema}"))
+            .await
+            .unwrap();
+        check(&store).await;
+        drop(store);
+        admin
+            .execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
+            .await
+            .unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -601,6 +765,48 @@ mod tests {
         assert_eq!(prefix_upper_bound("a\u{10FFFF}"), Some("b".to_string()));
         assert_eq!(prefix_upper_bound("\u{D7FF}"), Some("\u{E000}".to_string()));
         assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
+    }
+
+    #[test]
+    fn kv_writes_keep_each_keys_last_write() {
+        let kv = vec![
+            ("a".to_string(), Some(serde_json::json!(1))),
+            ("b".to_string(), None),
+            ("a".to_string(), None),
+            ("c".to_string(), Some(serde_json::json!({"x": [true]}))),
+            ("b".to_string(), Some(serde_json::json!("b"))),
+            ("a".to_string(), Some(serde_json::json!(3))),
+        ];
+        let w = kv_writes(&kv);
+        assert_eq!(
+            w.upserts,
+            [
+                ("c", r#"{"x":[true]}"#.to_string()),
+                ("b", r#""b""#.to_string()),
+                ("a", "3".to_string())
+            ]
+        );
+        assert!(w.deletes.is_empty());
+        let w = kv_writes(&kv[..3]);
+        assert!(w.upserts.is_empty());
+        assert_eq!(w.deletes, ["b", "a"]);
+    }
+
+    #[test]
+    fn kv_statements_take_powers_of_two() {
+        let sizes = |mut n: usize| {
+            let mut out = Vec::new();
+            while n > 0 {
+                let k = kv_statement_rows(n);
+                out.push(k);
+                n -= k;
+            }
+            out
+        };
+        assert_eq!(sizes(1170), [256, 256, 256, 256, 128, 16, 2]);
+        assert_eq!(sizes(1), [1]);
+        assert_eq!(sizes(256), [256]);
+        assert_eq!(sizes(7), [4, 2, 1]);
     }
 
     #[test]

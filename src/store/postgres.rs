@@ -26,9 +26,9 @@ use sqlx::{ConnectOptions, Connection, Postgres, QueryBuilder, Row};
 use tokio::sync::Mutex;
 
 use super::{
-    check_audit_continues, from_json_text, migrator, prefix_upper_bound, redact_url, stored_precision, to_json_text,
-    validate, AuditRow, Backend, CommitResult, PromotionFilter, PromotionRecord, PromotionWrite, ReviewRecord, Store,
-    StoreError, Transition, WrittenPromotion,
+    check_audit_continues, drop_in_background, from_json_text, kv_writes, migrator, prefix_upper_bound, redact_url,
+    stored_precision, to_json_text, validate, AuditRow, Backend, CommitResult, PromotionFilter, PromotionRecord,
+    PromotionWrite, ReviewRecord, Store, StoreError, Transition, WrittenPromotion,
 };
 
 /// How long the leadership connection may take to connect or answer before
@@ -362,24 +362,30 @@ async fn write_transition(conn: &mut PgConnection, t: &Transition) -> Result<Com
         }
     }
 
-    for (key, value) in &t.kv {
-        match value {
-            Some(value) => sqlx::query(
-                "INSERT INTO kv (key, value, updated_at) VALUES ($1, $2::jsonb, $3) \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            )
-            .bind(key)
-            .bind(to_json_text(value))
-            .bind(now)
+    // Each key's last write, in two statements whatever their number: one
+    // round trip each, and no key twice in one upsert (PostgreSQL refuses
+    // to update a row twice in one statement).
+    let writes = kv_writes(&t.kv);
+    if !writes.upserts.is_empty() {
+        let (keys, texts): (Vec<&str>, Vec<&str>) = writes.upserts.iter().map(|(k, v)| (*k, v.as_str())).unzip();
+        sqlx::query(
+            "INSERT INTO kv (key, value, updated_at) \
+             SELECT k, v::jsonb, $3 FROM UNNEST($1::text[], $2::text[]) AS written (k, v) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(&keys)
+        .bind(&texts)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error("write kv entries"))?;
+    }
+    if !writes.deletes.is_empty() {
+        sqlx::query("DELETE FROM kv WHERE key = ANY($1::text[])")
+            .bind(&writes.deletes)
             .execute(&mut *conn)
             .await
-            .map_err(db_error("write a kv entry"))?,
-            None => sqlx::query("DELETE FROM kv WHERE key = $1")
-                .bind(key)
-                .execute(&mut *conn)
-                .await
-                .map_err(db_error("delete a kv entry"))?,
-        };
+            .map_err(db_error("delete kv entries"))?;
     }
 
     Ok(result)
@@ -406,6 +412,7 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await.map_err(db_error("begin a transaction"))?;
         let result = write_transition(&mut tx, &t).await?;
         tx.commit().await.map_err(db_error("commit"))?;
+        drop_in_background(t);
         Ok(result)
     }
 

@@ -27,9 +27,9 @@ use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::Mutex;
 
 use super::{
-    check_audit_continues, from_json_text, migrator, prefix_upper_bound, redact_url, stored_precision, to_json_text,
-    validate, AuditRow, Backend, CommitResult, PromotionFilter, PromotionRecord, PromotionWrite, ReviewRecord, Store,
-    StoreError, Transition, WrittenPromotion,
+    check_audit_continues, drop_in_background, from_json_text, kv_statement_rows, kv_writes, migrator,
+    prefix_upper_bound, redact_url, stored_precision, to_json_text, validate, AuditRow, Backend, CommitResult,
+    PromotionFilter, PromotionRecord, PromotionWrite, ReviewRecord, Store, StoreError, Transition, WrittenPromotion,
 };
 
 /// How long a statement waits for another connection's lock before failing
@@ -377,27 +377,42 @@ async fn write_transition(conn: &mut SqliteConnection, t: &Transition) -> Result
         }
     }
 
-    for (key, value) in &t.kv {
-        match value {
-            Some(value) => sqlx::query(
-                "INSERT INTO kv (key, value, updated_at) VALUES (?, ?, ?) \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            )
-            .bind(key)
-            .bind(to_json_text(value))
-            .bind(&now)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error("write a kv entry"))?,
-            None => sqlx::query("DELETE FROM kv WHERE key = ?")
-                .bind(key)
-                .execute(&mut *conn)
-                .await
-                .map_err(db_error("delete a kv entry"))?,
-        };
-    }
+    write_kv(conn, t, &now).await?;
 
     Ok(result)
+}
+
+/// The transition's kv writes, many rows per statement: each statement is
+/// a round trip to the connection's worker thread.
+async fn write_kv(conn: &mut SqliteConnection, t: &Transition, now: &str) -> Result<(), StoreError> {
+    let writes = kv_writes(&t.kv);
+    let mut rows = &writes.upserts[..];
+    while !rows.is_empty() {
+        let (chunk, rest) = rows.split_at(kv_statement_rows(rows.len()));
+        let sql = format!(
+            "INSERT INTO kv (key, value, updated_at) VALUES {} \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            vec!["(?, ?, ?)"; chunk.len()].join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (key, text) in chunk {
+            query = query.bind(*key).bind(text.as_str()).bind(now);
+        }
+        query.execute(&mut *conn).await.map_err(db_error("write kv entries"))?;
+        rows = rest;
+    }
+    let mut keys = &writes.deletes[..];
+    while !keys.is_empty() {
+        let (chunk, rest) = keys.split_at(kv_statement_rows(keys.len()));
+        let sql = format!("DELETE FROM kv WHERE key IN ({})", vec!["?"; chunk.len()].join(", "));
+        let mut query = sqlx::query(&sql);
+        for key in chunk {
+            query = query.bind(*key);
+        }
+        query.execute(&mut *conn).await.map_err(db_error("delete kv entries"))?;
+        keys = rest;
+    }
+    Ok(())
 }
 
 async fn next_promotion_id(conn: &mut SqliteConnection) -> Result<i64, StoreError> {
@@ -426,6 +441,8 @@ impl Store for SqliteStore {
             .map_err(db_error("begin a transaction"))?;
         let result = write_transition(&mut tx, &t).await?;
         tx.commit().await.map_err(db_error("commit"))?;
+        drop(_writer);
+        drop_in_background(t);
         Ok(result)
     }
 
