@@ -8,7 +8,8 @@
 # - http: `tollgate run` (adopted fixture repo, SQLite store) taking
 #   `tollgate simulate` over loopback, against the ceiling of the same HTTP
 #   stack answering without work (`ingest_load ceiling`), alternately, at
-#   each concurrency, REPEAT times; the server's memory after each run;
+#   each batch size and concurrency, REPEAT times; the server's memory after
+#   each run and, for `tollgate run`, how many devices it tracks;
 # - rss: the resident set of a process holding 1,000,000 devices in the
 #   fleet index, against Fleet::memory_bytes.
 #
@@ -16,8 +17,8 @@
 #   scripts/bench-devices.sh http rss         # some parts: criterion, http, rss
 #   scripts/bench-devices.sh --table          # reprint the table of the last run
 #
-# Environment: DEVICES (100000), BATCH (1000), ROUNDS (5), CONCURRENCY
-# ("2 4"), REPEAT (2), RSS_DEVICES (1000000). Needs curl and jq; Linux
+# Environment: DEVICES (100000), BATCH ("1000 500"), ROUNDS (5), CONCURRENCY
+# (2), REPEAT (2), RSS_DEVICES (1000000); BATCH and CONCURRENCY take lists. Needs curl and jq; Linux
 # (/proc). Prints `uptime` with every measurement: the machine is shared,
 # and numbers taken under another load are not comparable.
 set -euo pipefail
@@ -35,9 +36,9 @@ done
 unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 
 devices="${DEVICES:-100000}"
-batch="${BATCH:-1000}"
+batches="${BATCH:-1000 500}"
 rounds="${ROUNDS:-5}"
-concurrency="${CONCURRENCY:-2 4}"
+concurrency="${CONCURRENCY:-2}"
 repeat="${REPEAT:-2}"
 rss_devices="${RSS_DEVICES:-1000000}"
 
@@ -107,9 +108,9 @@ stop() {
     pid=""
 }
 
-# http_run KIND CONCURRENCY: one simulator run against a fresh server.
+# http_run KIND CONCURRENCY BATCH: one simulator run against a fresh server.
 http_run() {
-    local kind="$1" conc="$2" dir
+    local kind="$1" conc="$2" batch="$3" dir
     dir="$(mktemp -d "$work/$kind.XXXX")"
     "$ingest_load" fixture "$dir" 127.0.0.1:0 >"$dir/fixture.json"
     local reporter viewer
@@ -154,11 +155,13 @@ if ! $table_only; then
         jq -nc --arg load "$(load)" '{part: "criterion", load_after: $load}' >>"$results"
     fi
     if want http; then
-        for conc in $concurrency; do
-            for r in $(seq 1 "$repeat"); do
-                # Alternate which goes first, so neither always gets the quieter minute.
-                if ((r % 2)); then order="ceiling tollgate"; else order="tollgate ceiling"; fi
-                for kind in $order; do http_run "$kind" "$conc"; done
+        for batch in $batches; do
+            for conc in $concurrency; do
+                for r in $(seq 1 "$repeat"); do
+                    # Alternate which goes first, so neither always gets the quieter minute.
+                    if ((r % 2)); then order="ceiling tollgate"; else order="tollgate ceiling"; fi
+                    for kind in $order; do http_run "$kind" "$conc" "$batch"; done
+                done
             done
         done
     fi
@@ -184,20 +187,21 @@ echo
 has() { jq -se --arg p "$1" 'any(.[]; .part == $p)' "$results" >/dev/null; }
 if has http; then
     echo "Ingestion over HTTP: tollgate simulate -> tollgate run (SQLite) vs the no-work ceiling"
-    printf "%-5s %-9s %10s %8s %8s %9s %8s %9s %9s  %s\n" conc server "reports/s" "p50 ms" "p99 ms" "of ceil." "errors" "tracked" "RSS MiB" "load before / after"
+    printf "%-10s %-9s %10s %8s %8s %9s %8s %9s %9s  %s\n" batch/conc server "reports/s" "p50 ms" "p99 ms" "of ceil." "errors" "tracked" "RSS MiB" "load before / after"
     jq -rs '
-        (map(select(.part == "http" and .kind == "ceiling")) | group_by(.concurrency)
-            | map({key: (.[0].concurrency | tostring), value: (map(.reports_per_sec) | add / length)}) | from_entries) as $ceil
+        def setup: "\(.batch)/\(.concurrency)";
+        (map(select(.part == "http" and .kind == "ceiling")) | group_by(setup)
+            | map({key: (.[0] | setup), value: (map(.reports_per_sec) | add / length)}) | from_entries) as $ceil
         | .[] | select(.part == "http")
-        | [.concurrency, .kind, .reports_per_sec, .p50_ms, .p99_ms,
-           (if .kind == "tollgate" then "\((100 * .reports_per_sec / $ceil[.concurrency | tostring]) * 10 | round / 10)%" else "-" end),
+        | [setup, .kind, .reports_per_sec, .p50_ms, .p99_ms,
+           (if .kind == "tollgate" and $ceil[setup] then "\((100 * .reports_per_sec / $ceil[setup]) * 10 | round / 10)%" else "-" end),
            .http_errors, (.tracked // "-"), ((.rss_kib / 1024) | round), "\(.load_before) / \(.load_after)"]
         | @tsv' "$results" |
         while IFS=$'\t' read -r c k r p50 p99 of err tr rss l; do
-            printf "%-5s %-9s %10.0f %8.1f %8.1f %9s %8s %9s %9s  %s\n" "$c" "$k" "$r" "$p50" "$p99" "$of" "$err" "$tr" "$rss" "$l"
+            printf "%-10s %-9s %10.0f %8.1f %8.1f %9s %8s %9s %9s  %s\n" "$c" "$k" "$r" "$p50" "$p99" "$of" "$err" "$tr" "$rss" "$l"
         done
     jq -rs '[.[] | select(.part == "http")][0]
-        | "goal: >= 20,000 reports/s with p99 < 100 ms (each run: \(.devices) devices, batch \(.batch), \(.rounds) rounds)"' \
+        | "goal: >= 20,000 reports/s with p99 < 100 ms (each run: \(.devices) devices, \(.rounds) rounds)"' \
         "$results"
     echo
 fi
