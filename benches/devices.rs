@@ -17,7 +17,8 @@
 //!   transaction. `parse_and_ingest` adds `parse_reports` of the NDJSON body.
 //! - `ingest_parts`: pieces of that on the same batch, to see where the time
 //!   goes: serialising the reports (as a `serde_json::Value` then text, and
-//!   straight to text), and committing 1,000 `device/` rows alone.
+//!   straight to text), and committing 1,000 `device/` rows alone, as
+//!   Values and as JSON text.
 //!
 //! Criterion reports reports per second as "elem/s".
 
@@ -311,6 +312,25 @@ fn stored(c: &mut Criterion) {
             for _ in 0..iters {
                 let t = Transition {
                     kv: rows.clone(),
+                    ..Default::default()
+                };
+                let started = Instant::now();
+                s.runtime.block_on(s.store.commit(t)).unwrap();
+                total += started.elapsed();
+            }
+            total
+        })
+    });
+    let texts: Vec<(String, String)> = batch
+        .iter()
+        .map(|r| (format!("device/{}", r.device.id), serde_json::to_string(r).unwrap()))
+        .collect();
+    group.bench_function("commit_1000_device_rows_json", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let t = Transition {
+                    kv_json: texts.clone(),
                     ..Default::default()
                 };
                 let started = Instant::now();

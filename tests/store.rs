@@ -335,6 +335,7 @@ async fn failed_transition_writes_nothing(env: Env) {
             ("ring/canary/desired".to_string(), None),
             ("ring/pilot/desired".to_string(), Some(json!({"revision": "r2"}))),
         ],
+        ..Transition::default()
     };
 
     let mut stale = valid();

@@ -151,11 +151,20 @@ pub struct Transition {
     pub audit: Vec<AuditRow>,
     /// Upserts (`Some`) and deletes (`None`), in order.
     pub kv: Vec<(String, Option<Value>)>,
+    /// Upserts of values already serialised as JSON text, one value each,
+    /// applied after `kv`: a large write (a batch of device reports) skips
+    /// building a [`Value`] per row. The database refuses text that is not
+    /// JSON, and with it the whole transition.
+    pub kv_json: Vec<(String, String)>,
 }
 
 impl Transition {
     pub fn is_empty(&self) -> bool {
-        self.promotions.is_empty() && self.reviews.is_empty() && self.audit.is_empty() && self.kv.is_empty()
+        self.promotions.is_empty()
+            && self.reviews.is_empty()
+            && self.audit.is_empty()
+            && self.kv.is_empty()
+            && self.kv_json.is_empty()
     }
 }
 
@@ -435,7 +444,7 @@ pub(crate) fn validate(t: &Transition) -> Result<(), StoreError> {
             });
         }
     }
-    if t.kv.iter().any(|(key, _)| key.is_empty()) {
+    if t.kv.iter().any(|(key, _)| key.is_empty()) || t.kv_json.iter().any(|(key, _)| key.is_empty()) {
         return Err(StoreError::Invalid {
             what: "a kv entry".to_string(),
             reason: "the key is empty".to_string(),
@@ -481,22 +490,28 @@ pub(crate) const KV_ROWS_PER_STATEMENT: usize = 256;
 /// backends write many rows per statement: a batch of device reports writes
 /// over a thousand keys in one transition.
 pub(crate) struct KvWrites<'a> {
-    pub upserts: Vec<(&'a str, String)>,
+    pub upserts: Vec<(&'a str, Cow<'a, str>)>,
     pub deletes: Vec<&'a str>,
 }
 
-pub(crate) fn kv_writes(kv: &[(String, Option<Value>)]) -> KvWrites<'_> {
-    let mut seen = std::collections::HashSet::with_capacity(kv.len());
+pub(crate) fn kv_writes(t: &Transition) -> KvWrites<'_> {
+    let (kv, kv_json) = (&t.kv, &t.kv_json);
+    let mut seen = std::collections::HashSet::with_capacity(kv.len() + kv_json.len());
     let mut writes = KvWrites {
-        upserts: Vec::with_capacity(kv.len()),
+        upserts: Vec::with_capacity(kv.len() + kv_json.len()),
         deletes: Vec::new(),
     };
+    for (key, text) in kv_json.iter().rev() {
+        if seen.insert(key.as_str()) {
+            writes.upserts.push((key.as_str(), Cow::Borrowed(text.as_str())));
+        }
+    }
     for (key, value) in kv.iter().rev() {
         if !seen.insert(key.as_str()) {
             continue;
         }
         match value {
-            Some(value) => writes.upserts.push((key.as_str(), to_json_text(value))),
+            Some(value) => writes.upserts.push((key.as_str(), Cow::Owned(to_json_text(value)))),
             None => writes.deletes.push(key.as_str()),
         }
     }
@@ -525,7 +540,7 @@ pub(crate) fn to_json_text(value: &Value) -> String {
 pub(crate) fn drop_in_background(t: Transition) {
     const MANY: usize = 64;
     match tokio::runtime::Handle::try_current() {
-        Ok(rt) if t.kv.len() >= MANY => {
+        Ok(rt) if t.kv.len() + t.kv_json.len() >= MANY => {
             rt.spawn_blocking(move || drop(t));
         }
         _ => drop(t),
@@ -690,6 +705,38 @@ mod many_kv_rows {
         assert_eq!(store.kv_get("k/0600").await.unwrap(), Some(json!({"n": 600})));
         assert_eq!(store.kv_get("k/1899").await.unwrap(), Some(json!("new")));
         assert_eq!(store.kv_get("dup").await.unwrap(), None);
+
+        // Rows as JSON text, after the Values of the same transition.
+        let text = |i: usize| (format!("t/{i:04}"), format!(r#"{{"n":{i},"s":"é\"x"}}"#));
+        store
+            .commit(Transition {
+                kv: vec![set("t/0000".into(), json!("replaced")), ("k/0700".into(), None)],
+                kv_json: (0..700).map(text).chain([("k/0700".into(), "7".into())]).collect(),
+                ..Transition::default()
+            })
+            .await
+            .unwrap();
+        let rows = store.kv_prefix("t/").await.unwrap();
+        assert_eq!(rows.len(), 700);
+        assert!(rows
+            .iter()
+            .enumerate()
+            .all(|(i, (_, v))| *v == json!({"n": i, "s": "é\"x"})));
+        assert_eq!(store.kv_get("k/0700").await.unwrap(), Some(json!(7)));
+        // Text that is not JSON fails the whole transition.
+        let err = store
+            .commit(Transition {
+                kv: vec![set("t/0001".into(), json!("kept?"))],
+                kv_json: vec![("t/0002".into(), "{not json".into())],
+                ..Transition::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(!err.is_transient() && !err.is_conflict(), "{err:?}");
+        assert_eq!(
+            store.kv_get("t/0001").await.unwrap(),
+            Some(json!({"n": 1, "s": "é\"x"}))
+        );
     }
 
     #[tokio::test]
@@ -777,19 +824,32 @@ mod tests {
             ("b".to_string(), Some(serde_json::json!("b"))),
             ("a".to_string(), Some(serde_json::json!(3))),
         ];
-        let w = kv_writes(&kv);
+        let writes = |kv: &[(String, Option<Value>)], kv_json: &[(&str, &str)]| {
+            let t = Transition {
+                kv: kv.to_vec(),
+                kv_json: kv_json.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                ..Transition::default()
+            };
+            let w = kv_writes(&t);
+            let upserts: Vec<(String, String)> =
+                w.upserts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let deletes: Vec<String> = w.deletes.iter().map(|k| k.to_string()).collect();
+            (upserts, deletes)
+        };
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let (upserts, deletes) = writes(&kv, &[]);
         assert_eq!(
-            w.upserts,
-            [
-                ("c", r#"{"x":[true]}"#.to_string()),
-                ("b", r#""b""#.to_string()),
-                ("a", "3".to_string())
-            ]
+            upserts,
+            [pair("c", r#"{"x":[true]}"#), pair("b", r#""b""#), pair("a", "3")]
         );
-        assert!(w.deletes.is_empty());
-        let w = kv_writes(&kv[..3]);
-        assert!(w.upserts.is_empty());
-        assert_eq!(w.deletes, ["b", "a"]);
+        assert!(deletes.is_empty());
+        let (upserts, deletes) = writes(&kv[..3], &[]);
+        assert!(upserts.is_empty());
+        assert_eq!(deletes, ["b", "a"]);
+        // JSON text comes after the Values, whatever they did to the key.
+        let (upserts, deletes) = writes(&kv[..3], &[("a", "[1]"), ("d", "{}")]);
+        assert_eq!(upserts, [pair("a", "[1]"), pair("d", "{}")]);
+        assert_eq!(deletes, ["b"]);
     }
 
     #[test]

@@ -365,9 +365,9 @@ async fn write_transition(conn: &mut PgConnection, t: &Transition) -> Result<Com
     // Each key's last write, in two statements whatever their number: one
     // round trip each, and no key twice in one upsert (PostgreSQL refuses
     // to update a row twice in one statement).
-    let writes = kv_writes(&t.kv);
+    let writes = kv_writes(t);
     if !writes.upserts.is_empty() {
-        let (keys, texts): (Vec<&str>, Vec<&str>) = writes.upserts.iter().map(|(k, v)| (*k, v.as_str())).unzip();
+        let (keys, texts): (Vec<&str>, Vec<&str>) = writes.upserts.iter().map(|(k, v)| (*k, v.as_ref())).unzip();
         sqlx::query(
             "INSERT INTO kv (key, value, updated_at) \
              SELECT k, v::jsonb, $3 FROM UNNEST($1::text[], $2::text[]) AS written (k, v) \

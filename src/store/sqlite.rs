@@ -385,7 +385,7 @@ async fn write_transition(conn: &mut SqliteConnection, t: &Transition) -> Result
 /// The transition's kv writes, many rows per statement: each statement is
 /// a round trip to the connection's worker thread.
 async fn write_kv(conn: &mut SqliteConnection, t: &Transition, now: &str) -> Result<(), StoreError> {
-    let writes = kv_writes(&t.kv);
+    let writes = kv_writes(t);
     let mut rows = &writes.upserts[..];
     while !rows.is_empty() {
         let (chunk, rest) = rows.split_at(kv_statement_rows(rows.len()));
@@ -396,7 +396,7 @@ async fn write_kv(conn: &mut SqliteConnection, t: &Transition, now: &str) -> Res
         );
         let mut query = sqlx::query(&sql);
         for (key, text) in chunk {
-            query = query.bind(*key).bind(text.as_str()).bind(now);
+            query = query.bind(*key).bind(text.as_ref()).bind(now);
         }
         query.execute(&mut *conn).await.map_err(db_error("write kv entries"))?;
         rows = rest;
