@@ -13,12 +13,13 @@
 //! - `devices_ingest`: `Devices::ingest` of a batch of 1,000 reports into an
 //!   index of 100,000 devices over a SQLite file store (WAL,
 //!   `synchronous=FULL`), as `POST /v1/reports` calls it after parsing:
-//!   index, serialisation, findings and their audit events, one
-//!   transaction. `parse_and_ingest` adds `parse_reports` of the NDJSON body.
+//!   index, findings and their audit events, the reports' texts as they
+//!   came, one transaction. `parse_and_ingest` adds `parse_reports` of the
+//!   NDJSON body.
 //! - `ingest_parts`: pieces of that on the same batch, to see where the time
-//!   goes: serialising the reports (as a `serde_json::Value` then text, and
-//!   straight to text), and committing 1,000 `device/` rows alone, as
-//!   Values and as JSON text.
+//!   goes: serialising the reports (which storing their texts as received
+//!   avoids), and committing 1,000 `device/` rows alone, as Values and as
+//!   JSON text.
 //!
 //! Criterion reports reports per second as "elem/s".
 
@@ -37,9 +38,9 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tollgate::catalog::Catalog;
 use tollgate::controller::Controller;
 use tollgate::devices::fleet::{Fleet, FleetOptions};
-use tollgate::devices::report::{parse_reports, BodyFormat, DeviceReport, REPORT_SCHEMA};
+use tollgate::devices::report::{parse_reports, BodyFormat, DeviceReport};
 use tollgate::devices::resolve::DesiredCache;
-use tollgate::devices::service::{Devices, SharedFleet};
+use tollgate::devices::service::{Devices, Received, SharedFleet};
 use tollgate::store::{self, Store, Transition};
 
 const FLEET: u64 = 1_000_000;
@@ -218,27 +219,20 @@ impl Stored {
     }
 
     /// The next 1,000 devices' reports, newer than anything stored.
-    fn batch(&mut self) -> (Vec<DeviceReport>, DateTime<Utc>) {
+    fn batch(&mut self) -> (Vec<Received>, DateTime<Utc>) {
         let first = (self.clock * BATCH) % STORED_FLEET;
         self.clock += 1;
         let at = t0() + Span::seconds(self.clock as i64);
         let batch = (first..first + BATCH)
-            .map(|i| fixture::report(i, &self.keys, 2, at))
+            .map(|i| Received::new(fixture::report(i, &self.keys, 2, at)))
             .collect();
         (batch, at)
     }
 
-    fn ingest(&self, batch: Vec<DeviceReport>, now: DateTime<Utc>) {
+    fn ingest(&self, batch: Vec<Received>, now: DateTime<Utc>) {
         let outcome = self.runtime.block_on(self.devices.ingest(batch, now)).unwrap();
         assert_eq!(outcome.accepted as u64, BATCH, "{outcome:?}");
     }
-}
-
-/// A report as an NDJSON line of the wire format.
-fn wire(r: &DeviceReport) -> String {
-    let mut v = serde_json::to_value(r).unwrap();
-    v["schema"] = REPORT_SCHEMA.into();
-    v.to_string() + "\n"
 }
 
 fn stored(c: &mut Criterion) {
@@ -266,11 +260,11 @@ fn stored(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let (batch, now) = s.batch();
-                let body: String = batch.iter().map(wire).collect();
+                let body: String = batch.iter().map(|r| format!("{}\n", r.text)).collect();
                 let started = Instant::now();
                 let parsed = parse_reports(body.as_bytes(), BodyFormat::Ndjson, now, Catalog::builtin()).unwrap();
                 assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected.first());
-                s.ingest(parsed.reports.into_iter().map(|(_, r)| r).collect(), now);
+                s.ingest(Received::from_parsed(parsed), now);
                 total += started.elapsed();
             }
             total
@@ -279,16 +273,9 @@ fn stored(c: &mut Criterion) {
     group.finish();
 
     let (batch, _) = s.batch();
+    let batch: Vec<DeviceReport> = batch.into_iter().map(|r| r.report).collect();
     let mut group = c.benchmark_group("ingest_parts");
     group.throughput(Throughput::Elements(BATCH));
-    group.bench_function("serialize_via_value_1000", |b| {
-        b.iter(|| {
-            batch
-                .iter()
-                .map(|r| serde_json::to_value(r).unwrap().to_string())
-                .collect::<Vec<_>>()
-        })
-    });
     group.bench_function("serialize_to_text_1000", |b| {
         b.iter(|| {
             batch

@@ -8,8 +8,9 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 use tollgate::catalog::Catalog;
 use tollgate::devices::report::{
-    parse_reports, Applied, ApplyStatus, BatchError, BodyFormat, DeviceInfo, DeviceReport, Enrollment, OsInfo,
-    Ownership, ParsedBatch, Rejection, SettingReport, SettingState, MAX_REPORTS, MAX_REPORTS_BODY, REPORT_SCHEMA,
+    parse_reports, read_stored_report, report_text, Applied, ApplyStatus, BatchError, BodyFormat, DeviceInfo,
+    DeviceReport, Enrollment, OsInfo, Ownership, ParsedBatch, Rejection, SettingReport, SettingState, MAX_REPORTS,
+    MAX_REPORTS_BODY, REPORT_SCHEMA,
 };
 use tollgate::ids::{Digest, Platform};
 
@@ -1121,6 +1122,15 @@ fn check(entries: &[Entry<impl Sized>], parsed: &ParsedBatch) -> Result<(), Test
         .filter_map(|(i, e)| matches!(e, Entry::Garbage(_)).then_some(i))
         .collect();
     prop_assert_eq!(&parsed.reports, &expected);
+    // Each valid report's text, as the store keeps it, reads back into the
+    // same report; so does PostgreSQL's rendering of it (keys reordered,
+    // whitespace dropped).
+    prop_assert_eq!(parsed.texts.len(), parsed.reports.len());
+    for ((_, report), text) in parsed.reports.iter().zip(&parsed.texts) {
+        prop_assert_eq!(&read_stored_report(text, Catalog::builtin()).unwrap(), report);
+        let rendered = serde_json::from_str::<Value>(text).unwrap().to_string();
+        prop_assert_eq!(&read_stored_report(&rendered, Catalog::builtin()).unwrap(), report);
+    }
     let rejected: Vec<usize> = parsed.rejected.iter().map(|r| r.index).collect();
     prop_assert_eq!(rejected, garbage);
     for rejection in &parsed.rejected {
@@ -1159,6 +1169,19 @@ proptest! {
     }
 
     #[test]
+    fn a_reports_text_reads_back_as_itself(report in valid_report()) {
+        // As a device would send it (what the simulator and tests store).
+        let text = report_text(&report);
+        prop_assert_eq!(&read_stored_report(&text, Catalog::builtin()).unwrap(), &report);
+        let parsed = parse_reports(text.as_bytes(), BodyFormat::Ndjson, now(), Catalog::builtin()).unwrap();
+        prop_assert_eq!(&parsed.reports, &vec![(0, report.clone())]);
+        prop_assert_eq!(&parsed.texts, &vec![text]);
+        // The form earlier versions stored, without the schema.
+        let old = serde_json::to_string(&report).unwrap();
+        prop_assert_eq!(&read_stored_report(&old, Catalog::builtin()).unwrap(), &report);
+    }
+
+    #[test]
     fn arrays_keep_valid_reports_in_order_around_garbage_elements(
         entries in prop::collection::vec(
             prop_oneof![valid_report().prop_map(Entry::Valid), garbage_value().prop_map(Entry::Garbage)],
@@ -1177,4 +1200,28 @@ proptest! {
         let parsed = parse_reports(&body, BodyFormat::JsonArray, now(), Catalog::builtin()).unwrap();
         check(&entries, &parsed)?;
     }
+}
+
+#[test]
+fn a_stored_report_is_read_without_the_clock_but_with_every_other_rule() {
+    // Accepted a minute ahead of the controller's clock: stored as it came.
+    let ahead = with(
+        report("dev-1"),
+        "/checked_in_at",
+        json!((now() + TimeDelta::minutes(4)).to_rfc3339()),
+    );
+    let parsed = parse(&ndjson(std::slice::from_ref(&ahead)), BodyFormat::Ndjson);
+    assert_eq!(parsed.texts, [ahead.to_string()]);
+    // Read back later under any clock, even one that moved back meanwhile.
+    let far = with(report("dev-1"), "/checked_in_at", json!("2999-01-01T00:00:00Z"));
+    let read = read_stored_report(&far.to_string(), Catalog::builtin()).unwrap();
+    assert_eq!(read.checked_in_at.to_rfc3339(), "2999-01-01T00:00:00+00:00");
+    // Everything else still holds: a text that is not a report says why.
+    let bad = with(report("dev-1"), "/os/version", json!(""));
+    assert_eq!(
+        read_stored_report(&bad.to_string(), Catalog::builtin()).unwrap_err(),
+        "os.version: empty"
+    );
+    let why = read_stored_report("{\"schema\": 1", Catalog::builtin()).unwrap_err();
+    assert!(why.contains("line 1"), "{why}");
 }

@@ -217,6 +217,10 @@ pub struct Rejection {
 pub struct ParsedBatch {
     /// Valid reports with their positions in the batch, in order.
     pub reports: Vec<(usize, DeviceReport)>,
+    /// The text each valid report came as, in the order of `reports`: JSON
+    /// that [`read_stored_report`] reads back into the same report. It is
+    /// what the store keeps, so a report is never serialised again.
+    pub texts: Vec<String>,
     /// Invalid reports, in order.
     pub rejected: Vec<Rejection>,
 }
@@ -255,6 +259,7 @@ pub fn parse_reports(
     };
     let mut batch = ParsedBatch {
         reports: Vec::with_capacity(items.len()),
+        texts: Vec::with_capacity(items.len()),
         rejected: Vec::new(),
     };
     let mut locator = Locator::new(body);
@@ -265,14 +270,17 @@ pub fn parse_reports(
     };
     for item in items {
         let outcome = match item.text {
-            Ok(text) => reader.read(text),
+            Ok(text) => reader.read(text).map(|report| (report, text)),
             Err(reason) => Err(Failure {
                 device: None,
                 reason: Reason::Plain(reason),
             }),
         };
         match outcome {
-            Ok(report) => batch.reports.push((item.index, report)),
+            Ok((report, text)) => {
+                batch.reports.push((item.index, report));
+                batch.texts.push(text.to_string());
+            }
             Err(failure) => batch.rejected.push(Rejection {
                 index: item.index,
                 device: failure.device,
@@ -281,6 +289,45 @@ pub fn parse_reports(
         }
     }
     Ok(batch)
+}
+
+/// A report as a device would send it (the wire form of DESIGN 8), for
+/// reports made in code: the simulator's and tests' reports, which
+/// [`parse_reports`] and [`read_stored_report`] read back as they are.
+pub fn report_text(report: &DeviceReport) -> String {
+    let body = serde_json::to_string(report).expect("reports serialise");
+    // The wire form is the serialised report with its schema first.
+    let fields = body.strip_prefix('{').expect("a report serialises to an object");
+    format!(
+        "{{\"schema\":{},{fields}",
+        serde_json::to_string(REPORT_SCHEMA).expect("a string serialises")
+    )
+}
+
+/// Reads a report the store kept (its text as received, see
+/// [`ParsedBatch::texts`]) with the rules it was accepted under, except the
+/// clock: it was judged against the clock when it arrived.
+///
+/// Earlier versions stored reports serialised from [`DeviceReport`], which
+/// lacks `schema`; such text is read as that form.
+pub fn read_stored_report(text: &str, catalog: &Catalog) -> Result<DeviceReport, String> {
+    let mut reader = Reader {
+        now: DateTime::<Utc>::MAX_UTC,
+        catalog,
+        last_entries: Vec::new(),
+    };
+    let failure = match reader.read(text) {
+        Ok(report) => return Ok(report),
+        Err(failure) => failure,
+    };
+    let earlier_form = Probe::read(text).is_some_and(|probe| probe.schema.is_none());
+    match earlier_form
+        .then(|| serde_json::from_str::<DeviceReport>(text).ok())
+        .flatten()
+    {
+        Some(report) => Ok(report),
+        None => Err(failure.reason.render(0, &mut Locator::new(text.as_bytes()))),
+    }
 }
 
 // ---------------------------------------------------------------------------

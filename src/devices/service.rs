@@ -6,7 +6,7 @@
 //!
 //! | key | value |
 //! |-----|-------|
-//! | `device/{id}` | the device's latest report |
+//! | `device/{id}` | the device's latest report, as the device sent it |
 //! | `finding/{id}` | the device's open findings (absent when none) |
 //! | `fleet/gate/{ring}` | the ring's non-compliant share when last published to |
 //! | `fleet/expired/{exception}/{expires}` | that the exception's expiry was audited |
@@ -27,8 +27,9 @@ use serde_json::{json, Value};
 use tokio::sync::{Mutex, Semaphore, SemaphorePermit, TryAcquireError};
 
 use super::fleet::{DeviceChange, Finding, Fleet, FleetOptions, GateBaseline, Overdue};
-use super::report::DeviceReport;
+use super::report::{read_stored_report, report_text, DeviceReport, ParsedBatch};
 use super::resolve::DesiredCache;
+use crate::catalog::Catalog;
 use crate::controller::{Controller, ControllerError, RingHealth};
 use crate::ids::CommitSha;
 use crate::promotion::GateReading;
@@ -147,10 +148,6 @@ pub struct Devices {
     cache: Arc<DesiredCache>,
     /// One batch at a time goes through the index and the store.
     ingest: Mutex<()>,
-    /// One batch at a time makes its device rows ahead of [`Devices::ingest`]'s
-    /// lock, and keeps them until it has the lock: at most two batches' rows
-    /// are in memory, however many are admitted.
-    prepare: Semaphore,
     /// Batches admitted (running or queued); beyond it, 429.
     admitted: Semaphore,
     /// Which ring states the index holds, by ring: the resolved value's address.
@@ -167,7 +164,6 @@ impl Devices {
             controller,
             cache,
             ingest: Mutex::new(()),
-            prepare: Semaphore::new(1),
             admitted: Semaphore::new(Self::MAX_ADMITTED),
             loaded: std::sync::Mutex::new(HashMap::new()),
         })
@@ -195,15 +191,24 @@ impl Devices {
                 serde_json::from_value(v).ok().map(|f| (id, f))
             })
             .collect();
-        let rows = store.kv_prefix(keys::DEVICE).await?;
+        let rows = store.kv_prefix_text(keys::DEVICE).await?;
         let gates = store.kv_prefix(keys::GATE).await?;
+        let reports = tokio::task::spawn_blocking(move || {
+            rows.into_iter()
+                .filter_map(|(key, text)| match read_stored_report(&text, Catalog::builtin()) {
+                    Ok(report) => Some((key, report)),
+                    Err(why) => {
+                        tracing::warn!(key, %why, "skipping an unreadable stored device report");
+                        None
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| ControllerError::Join(e.to_string()))?;
         let mut fleet = self.shared.write();
         let mut loaded = 0;
-        for (key, value) in rows {
-            let Ok(report) = serde_json::from_value::<DeviceReport>(value) else {
-                tracing::warn!(key, "skipping an unreadable stored device report");
-                continue;
-            };
+        for (key, report) in reports {
             let id = key.strip_prefix(keys::DEVICE).unwrap_or(&key);
             fleet.restore(&report, findings.get(id).map(Vec::as_slice).unwrap_or(&[]));
             loaded += 1;
@@ -268,51 +273,32 @@ impl Devices {
 
     /// Stores a batch of validated reports: newer ones replace the stored
     /// state, findings are re-evaluated, and everything commits at once.
-    pub async fn ingest(&self, reports: Vec<DeviceReport>, now: DateTime<Utc>) -> Result<IngestOutcome, DevicesError> {
-        // The device rows are most of a batch's CPU and need no lock: they
-        // are made first, on the blocking pool, while the batch before this
-        // one may still be committing. Reports already stale are skipped; a
-        // report that another batch makes stale meanwhile is counted stale
-        // below all the same, and one left out here is serialised there.
-        let prepare = self.prepare.acquire().await.expect("the semaphore is never closed");
-        let newer: Vec<bool> = {
-            let fleet = self.shared.read();
-            reports.iter().map(|r| fleet.is_newer(r)).collect()
-        };
-        let (reports, mut rows) = tokio::task::spawn_blocking(move || {
-            let rows: Vec<Option<String>> = reports
-                .iter()
-                .zip(newer)
-                .map(|(r, newer)| newer.then(|| device_row(r)))
-                .collect();
-            (reports, rows)
-        })
-        .await
-        .map_err(|e| ControllerError::Join(e.to_string()))?;
-        let _one = self.ingest.lock().await;
-        drop(prepare);
+    /// Each report is stored as the text it came as: serialising it again
+    /// would cost more than everything else the batch does but parsing.
+    pub async fn ingest(&self, batch: Vec<Received>, now: DateTime<Utc>) -> Result<IngestOutcome, DevicesError> {
+        let mut batch = batch;
+        let one = self.ingest.lock().await;
         let mut outcome = IngestOutcome::default();
         let mut t = Transition::default();
-        t.kv_json.reserve(reports.len());
+        t.kv_json.reserve(batch.len());
         let mut events = Vec::new();
-        let mut saved = Vec::with_capacity(reports.len());
+        let mut saved = Vec::with_capacity(batch.len());
         {
             let mut fleet = self.shared.write();
-            for (report, row) in reports.iter().zip(rows.iter_mut()) {
-                let Some((before, change)) = fleet.ingest_undoable(report, now) else {
+            for received in &mut batch {
+                let Some((before, change)) = fleet.ingest_undoable(&received.report, now) else {
                     outcome.stale += 1;
                     continue;
                 };
                 saved.push(before);
                 outcome.accepted += 1;
-                let row = row.take().unwrap_or_else(|| device_row(report));
-                t.kv_json.push((format!("{}{}", keys::DEVICE, report.device.id), row));
+                let key = format!("{}{}", keys::DEVICE, received.report.device.id);
+                t.kv_json.push((key, std::mem::take(&mut received.text)));
                 if let Some(change) = change {
                     self.record(&change, &mut t, &mut events, &mut outcome);
                 }
             }
         }
-        drop(rows);
         if t.is_empty() {
             return Ok(outcome);
         }
@@ -324,9 +310,9 @@ impl Devices {
             }
             return Err(e.into());
         }
-        // The next batch need not wait for the old entries to be freed.
-        drop(_one);
-        drop(saved);
+        // The next batch need not wait for this one's memory to be freed.
+        drop(one);
+        drop((saved, batch));
         Ok(outcome)
     }
 
@@ -490,10 +476,32 @@ impl Devices {
     }
 }
 
-/// The stored form of a device's report (`device/{id}`), as JSON text:
-/// building a [`Value`] first would cost three times as much.
-fn device_row(report: &DeviceReport) -> String {
-    serde_json::to_string(report).expect("reports serialise")
+/// A validated report and the JSON text the store keeps for it
+/// (`device/{id}`), which [`read_stored_report`] reads back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    pub report: DeviceReport,
+    pub text: String,
+}
+
+impl Received {
+    /// The valid reports of a parsed body, each with the text it came as.
+    pub fn from_parsed(parsed: ParsedBatch) -> Vec<Received> {
+        debug_assert_eq!(parsed.reports.len(), parsed.texts.len());
+        parsed
+            .reports
+            .into_iter()
+            .zip(parsed.texts)
+            .map(|((_, report), text)| Received { report, text })
+            .collect()
+    }
+
+    /// A report made in this process rather than received: its text is
+    /// the report as a device would send it.
+    pub fn new(report: DeviceReport) -> Received {
+        let text = report_text(&report);
+        Received { report, text }
+    }
 }
 
 /// What a sweep did.

@@ -15,7 +15,7 @@ use super::ApiState;
 use crate::catalog::Catalog;
 use crate::devices::fleet::{DriftFilter, FindingKind};
 use crate::devices::report::{parse_reports, BatchError, BodyFormat, MAX_REPORTS, MAX_REPORTS_BODY};
-use crate::devices::service::{Devices, DevicesError};
+use crate::devices::service::{Devices, DevicesError, Received};
 
 /// Seconds a client told `429` should wait.
 const RETRY_AFTER_SECS: &str = "1";
@@ -80,7 +80,7 @@ pub async fn reports(
     let parsed = tokio::task::spawn_blocking(move || parse_reports(&bytes, format, now, Catalog::builtin()))
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    let parsed = match parsed {
+    let mut parsed = match parsed {
         Ok(p) => p,
         Err(BatchError::TooMany { limit }) => {
             return Err(ApiError::new(
@@ -92,9 +92,8 @@ pub async fn reports(
         Err(e) => return Err(ApiError::bad_request(e.to_string())),
     };
     let kept = parsed.reports.len();
-    let rejected = parsed.rejected;
-    let reports = parsed.reports.into_iter().map(|(_, r)| r).collect();
-    let outcome = devices.ingest(reports, now).await?;
+    let rejected = std::mem::take(&mut parsed.rejected);
+    let outcome = devices.ingest(Received::from_parsed(parsed), now).await?;
     state
         .metrics()
         .observe_reports(outcome.accepted, outcome.stale, rejected.len());

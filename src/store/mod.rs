@@ -364,6 +364,18 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Every key starting with `prefix` (byte-wise), in key order.
     async fn kv_prefix(&self, prefix: &str) -> Result<Vec<(String, Value)>, StoreError>;
 
+    /// [`Store::kv_prefix`] with each value as JSON text, for readers that
+    /// decode it themselves (100,000 device reports at start). The text is
+    /// what was written on SQLite; PostgreSQL gives its `jsonb` rendering
+    /// (same values, keys reordered, whitespace dropped).
+    async fn kv_prefix_text(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = self.kv_prefix(prefix).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, value)| (key, to_json_text(&value)))
+            .collect())
+    }
+
     /// Tries to become, or checks that this store still is, the leader; true
     /// while this store leads for `holder`. Call it periodically: leadership
     /// lasts until the store is dropped, its process exits or (PostgreSQL)
@@ -723,6 +735,14 @@ mod many_kv_rows {
             .enumerate()
             .all(|(i, (_, v))| *v == json!({"n": i, "s": "é\"x"})));
         assert_eq!(store.kv_get("k/0700").await.unwrap(), Some(json!(7)));
+        // Read back as text: the same keys, in order, and the same values.
+        let texts = store.kv_prefix_text("t/").await.unwrap();
+        assert_eq!(texts.len(), 700);
+        for (i, ((key, text), (row_key, value))) in texts.iter().zip(&rows).enumerate() {
+            assert_eq!((key, key), (row_key, &format!("t/{i:04}")));
+            assert_eq!(serde_json::from_str::<Value>(text).unwrap(), *value);
+        }
+        assert_eq!(store.kv_prefix_text("none/").await.unwrap(), []);
         // Text that is not JSON fails the whole transition.
         let err = store
             .commit(Transition {

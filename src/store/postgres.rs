@@ -21,7 +21,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::error::ErrorKind;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::query::QueryAs;
 use sqlx::{ConnectOptions, Connection, Postgres, QueryBuilder, Row};
 use tokio::sync::Mutex;
 
@@ -153,6 +154,16 @@ impl PostgresStore {
         .map_err(|_| timed_out("taking the leadership lock"))?
         .map_err(lock_error)?;
         Ok((taken, conn))
+    }
+}
+
+/// The `(key, value as JSON text)` rows under `prefix`, in key order.
+fn kv_prefix_query(prefix: &str) -> QueryAs<'_, Postgres, (String, String), PgArguments> {
+    match prefix_upper_bound(prefix) {
+        Some(upper) => sqlx::query_as("SELECT key, value::text FROM kv WHERE key >= $1 AND key < $2 ORDER BY key")
+            .bind(prefix)
+            .bind(upper),
+        None => sqlx::query_as("SELECT key, value::text FROM kv WHERE key >= $1 ORDER BY key").bind(prefix),
     }
 }
 
@@ -495,19 +506,23 @@ impl Store for PostgresStore {
     }
 
     async fn kv_prefix(&self, prefix: &str) -> Result<Vec<(String, Value)>, StoreError> {
-        let query = match prefix_upper_bound(prefix) {
-            Some(upper) => sqlx::query_as("SELECT key, value::text FROM kv WHERE key >= $1 AND key < $2 ORDER BY key")
-                .bind(prefix)
-                .bind(upper),
-            None => sqlx::query_as("SELECT key, value::text FROM kv WHERE key >= $1 ORDER BY key").bind(prefix),
-        };
-        let rows: Vec<(String, String)> = query.fetch_all(&self.pool).await.map_err(db_error("scan kv entries"))?;
+        let rows = kv_prefix_query(prefix)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error("scan kv entries"))?;
         rows.into_iter()
             .map(|(key, text)| {
                 let value = from_json_text(|| format!("kv entry {key:?}"), &text)?;
                 Ok((key, value))
             })
             .collect()
+    }
+
+    async fn kv_prefix_text(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        kv_prefix_query(prefix)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error("scan kv entries"))
     }
 
     async fn try_lead(&self, holder: &str) -> Result<bool, StoreError> {
