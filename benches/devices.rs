@@ -41,7 +41,7 @@ use tollgate::devices::fleet::{Fleet, FleetOptions};
 use tollgate::devices::report::{parse_reports, BodyFormat, DeviceReport};
 use tollgate::devices::resolve::DesiredCache;
 use tollgate::devices::service::{Devices, Received, SharedFleet};
-use tollgate::store::{self, Store, Transition};
+use tollgate::store::{self, JsonText, Store, Transition};
 
 const FLEET: u64 = 1_000_000;
 const STORED_FLEET: u64 = 100_000;
@@ -260,7 +260,7 @@ fn stored(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let (batch, now) = s.batch();
-                let body: String = batch.iter().map(|r| format!("{}\n", r.text)).collect();
+                let body: String = batch.iter().map(|r| format!("{}\n", r.text.as_str())).collect();
                 let started = Instant::now();
                 let parsed = parse_reports(body.as_bytes(), BodyFormat::Ndjson, now, Catalog::builtin()).unwrap();
                 assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected.first());
@@ -308,9 +308,9 @@ fn stored(c: &mut Criterion) {
             total
         })
     });
-    let texts: Vec<(String, String)> = batch
+    let texts: Vec<(String, JsonText)> = batch
         .iter()
-        .map(|r| (format!("device/{}", r.device.id), serde_json::to_string(r).unwrap()))
+        .map(|r| (format!("device/{}", r.device.id), JsonText::to_json(r).unwrap()))
         .collect();
     group.bench_function("commit_1000_device_rows_json", |b| {
         b.iter_custom(|iters| {

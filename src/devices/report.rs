@@ -57,6 +57,7 @@ use serde_json::Value;
 
 use crate::catalog::{Catalog, Entry};
 use crate::ids::{check_dns_label, Digest, Platform};
+use crate::store::JsonText;
 
 /// The only report schema this version accepts.
 pub const REPORT_SCHEMA: &str = "tollgate.device-report/v1";
@@ -220,7 +221,7 @@ pub struct ParsedBatch {
     /// The text each valid report came as, in the order of `reports`: JSON
     /// that [`read_stored_report`] reads back into the same report. It is
     /// what the store keeps, so a report is never serialised again.
-    pub texts: Vec<String>,
+    pub texts: Vec<JsonText>,
     /// Invalid reports, in order.
     pub rejected: Vec<Rejection>,
 }
@@ -279,7 +280,7 @@ pub fn parse_reports(
         match outcome {
             Ok((report, text)) => {
                 batch.reports.push((item.index, report));
-                batch.texts.push(text.to_string());
+                batch.texts.push(JsonText::read_whole(text.to_string()));
             }
             Err(failure) => batch.rejected.push(Rejection {
                 index: item.index,

@@ -33,7 +33,7 @@ use crate::catalog::Catalog;
 use crate::controller::{Controller, ControllerError, RingHealth};
 use crate::ids::CommitSha;
 use crate::promotion::GateReading;
-use crate::store::{Store, StoreError, Transition};
+use crate::store::{JsonText, Store, StoreError, Transition};
 
 /// Devices whose changes go into one store transition during a sweep.
 const SWEEP_CHUNK: usize = 2000;
@@ -481,7 +481,7 @@ impl Devices {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Received {
     pub report: DeviceReport,
-    pub text: String,
+    pub text: JsonText,
 }
 
 impl Received {
@@ -499,7 +499,7 @@ impl Received {
     /// A report made in this process rather than received: its text is
     /// the report as a device would send it.
     pub fn new(report: DeviceReport) -> Received {
-        let text = report_text(&report);
+        let text = JsonText::read_whole(report_text(&report));
         Received { report, text }
     }
 }

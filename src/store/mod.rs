@@ -151,11 +151,45 @@ pub struct Transition {
     pub audit: Vec<AuditRow>,
     /// Upserts (`Some`) and deletes (`None`), in order.
     pub kv: Vec<(String, Option<Value>)>,
-    /// Upserts of values already serialised as JSON text, one value each,
-    /// applied after `kv`: a large write (a batch of device reports) skips
-    /// building a [`Value`] per row. The database refuses text that is not
-    /// JSON, and with it the whole transition.
-    pub kv_json: Vec<(String, String)>,
+    /// Upserts of values already serialised as JSON text, applied after
+    /// `kv`: a large write (a batch of device reports) skips building a
+    /// [`Value`] per row.
+    pub kv_json: Vec<(String, JsonText)>,
+}
+
+/// Text that holds exactly one JSON value, by construction: serialised
+/// here, checked by [`JsonText::parse`], or (within this crate) taken from
+/// a parser that has just read it whole. The store writes it as it is,
+/// without checking it again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JsonText(String);
+
+impl JsonText {
+    /// Checks that `text` is one JSON value (whitespace around it allowed).
+    pub fn parse(text: impl Into<String>) -> Result<JsonText, serde_json::Error> {
+        let text = text.into();
+        serde_json::from_str::<serde::de::IgnoredAny>(&text)?;
+        Ok(JsonText(text))
+    }
+
+    /// `value` serialised.
+    pub fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<JsonText, serde_json::Error> {
+        serde_json::to_string(value).map(JsonText)
+    }
+
+    /// Text the caller has just read whole with `serde_json` (which refuses
+    /// anything but one value).
+    pub(crate) fn read_whole(text: String) -> JsonText {
+        JsonText(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
 }
 
 impl Transition {
@@ -628,11 +662,18 @@ impl MigrationSource<'static> for Embedded {
     }
 }
 
-const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "initial",
-    sql: include_str!("../../migrations/sqlite/0001_initial.sql"),
-}];
+const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "initial",
+        sql: include_str!("../../migrations/sqlite/0001_initial.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "kv_unchecked",
+        sql: include_str!("../../migrations/sqlite/0002_kv_unchecked.sql"),
+    },
+];
 
 const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
     version: 1,
@@ -719,11 +760,15 @@ mod many_kv_rows {
         assert_eq!(store.kv_get("dup").await.unwrap(), None);
 
         // Rows as JSON text, after the Values of the same transition.
-        let text = |i: usize| (format!("t/{i:04}"), format!(r#"{{"n":{i},"s":"é\"x"}}"#));
+        let json = |text: String| JsonText::parse(text).unwrap();
+        let text = |i: usize| (format!("t/{i:04}"), json(format!(r#"{{"n":{i},"s":"é\"x"}}"#)));
         store
             .commit(Transition {
                 kv: vec![set("t/0000".into(), json!("replaced")), ("k/0700".into(), None)],
-                kv_json: (0..700).map(text).chain([("k/0700".into(), "7".into())]).collect(),
+                kv_json: (0..700)
+                    .map(text)
+                    .chain([("k/0700".into(), json(" 7\n".into()))])
+                    .collect(),
                 ..Transition::default()
             })
             .await
@@ -743,20 +788,6 @@ mod many_kv_rows {
             assert_eq!(serde_json::from_str::<Value>(text).unwrap(), *value);
         }
         assert_eq!(store.kv_prefix_text("none/").await.unwrap(), []);
-        // Text that is not JSON fails the whole transition.
-        let err = store
-            .commit(Transition {
-                kv: vec![set("t/0001".into(), json!("kept?"))],
-                kv_json: vec![("t/0002".into(), "{not json".into())],
-                ..Transition::default()
-            })
-            .await
-            .unwrap_err();
-        assert!(!err.is_transient() && !err.is_conflict(), "{err:?}");
-        assert_eq!(
-            store.kv_get("t/0001").await.unwrap(),
-            Some(json!({"n": 1, "s": "é\"x"}))
-        );
     }
 
     #[tokio::test]
@@ -819,6 +850,48 @@ mod tests {
             .collect()
     }
 
+    #[tokio::test]
+    async fn sqlite_kv_rows_survive_the_migration_that_drops_the_json_check() {
+        use std::str::FromStr;
+        static FIRST: &[EmbeddedMigration] = &[EmbeddedMigration {
+            version: 1,
+            description: "initial",
+            sql: include_str!("../../migrations/sqlite/0001_initial.sql"),
+        }];
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("state.db").display());
+        // A database as the first version left it, with a kv row.
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        let first = sqlx::migrate::Migrator::new(Embedded(FIRST)).await.unwrap();
+        first.run(&pool).await.unwrap();
+        sqlx::query("INSERT INTO kv VALUES ('ring/canary/desired', '{\"revision\":\"r1\"}', 'then')")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+
+        let store = open(&url).await.unwrap();
+        assert_eq!(
+            store.kv_get("ring/canary/desired").await.unwrap(),
+            Some(serde_json::json!({"revision": "r1"}))
+        );
+    }
+
+    #[test]
+    fn json_text_holds_one_json_value() {
+        for bad in ["", " ", "[1,", "{not json", "1 2", "{} {}", "\"\\x\""] {
+            assert!(JsonText::parse(bad).is_err(), "{bad:?}");
+        }
+        for good in ["1", " [1, {\"a\": null}]\n", "\"é\\n\"", "{}"] {
+            assert_eq!(JsonText::parse(good).unwrap().as_str(), good);
+        }
+        let text = JsonText::to_json(&serde_json::json!({"b": [true], "a": 1})).unwrap();
+        assert_eq!(text.into_string(), r#"{"a":1,"b":[true]}"#);
+    }
+
     #[test]
     fn every_migration_file_is_embedded() {
         assert_eq!(names(SQLITE_MIGRATIONS), files("sqlite"));
@@ -847,7 +920,10 @@ mod tests {
         let writes = |kv: &[(String, Option<Value>)], kv_json: &[(&str, &str)]| {
             let t = Transition {
                 kv: kv.to_vec(),
-                kv_json: kv_json.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                kv_json: kv_json
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), JsonText::parse(*v).unwrap()))
+                    .collect(),
                 ..Transition::default()
             };
             let w = kv_writes(&t);
