@@ -77,6 +77,9 @@ trap cleanup EXIT
 
 # status_kib PID FIELD: a /proc/PID/status field in KiB.
 status_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
+# cpu_ticks PID: user + system CPU time of PID so far, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+clock_ticks="$(getconf CLK_TCK)"
 
 # serve KIND DIR: starts the real controller or the ceiling on DIR's
 # fixture config, waits until it is ready, sets $pid and $api.
@@ -117,13 +120,15 @@ http_run() {
     reporter="$(jq -r .reporter_token "$dir/fixture.json")"
     viewer="$(jq -r .viewer_token "$dir/fixture.json")"
     serve "$kind" "$dir"
-    local before after
+    local before after ticks
     before="$(load)"
+    ticks="$(cpu_ticks "$pid")"
     say "$kind, concurrency $conc: $devices devices, batch $batch, $rounds rounds (load $before)"
     TOLLGATE_TOKEN="$reporter" "$tollgate" simulate -o json --server "$api" --devices "$devices" \
         --batch "$batch" --concurrency "$conc" --rounds "$rounds" --interval 0 >"$dir/sim.json" ||
         say "the simulator reported failures (see the counts)"
     after="$(load)"
+    ticks=$(($(cpu_ticks "$pid") - ticks))
     local tracked=null
     if [[ $kind == tollgate ]]; then
         tracked="$(curl -sf -H "Authorization: Bearer $viewer" "$api/v1/drift?limit=1" | jq .summary.devices)"
@@ -131,8 +136,10 @@ http_run() {
     jq -c --arg kind "$kind" --argjson conc "$conc" --arg before "$before" --arg after "$after" \
         --argjson tracked "$tracked" --argjson rss "$(status_kib "$pid" VmRSS)" \
         --argjson anon "$(status_kib "$pid" RssAnon)" --argjson hwm "$(status_kib "$pid" VmHWM)" \
+        --argjson ticks "$ticks" --argjson hz "$clock_ticks" \
         '{part: "http", kind: $kind, concurrency: $conc, devices, batch: '"$batch"', rounds,
           reports_per_sec, p50_ms: .latency.p50_ms, p99_ms: .latency.p99_ms, max_ms: .latency.max_ms,
+          server_cpu_us_per_report: (if .reported > 0 then $ticks / $hz * 1e6 / .reported else null end),
           reported, accepted, http_errors, throttled, tracked: $tracked,
           rss_kib: $rss, rss_anon_kib: $anon, hwm_kib: $hwm, load_before: $before, load_after: $after}' \
         "$dir/sim.json" | tee -a "$results" >&2
@@ -187,7 +194,7 @@ echo
 has() { jq -se --arg p "$1" 'any(.[]; .part == $p)' "$results" >/dev/null; }
 if has http; then
     echo "Ingestion over HTTP: tollgate simulate -> tollgate run (SQLite) vs the no-work ceiling"
-    printf "%-10s %-9s %10s %8s %8s %9s %8s %9s %9s  %s\n" batch/conc server "reports/s" "p50 ms" "p99 ms" "of ceil." "errors" "tracked" "RSS MiB" "load before / after"
+    printf "%-10s %-9s %10s %8s %8s %9s %8s %8s %9s %9s  %s\n" batch/conc server "reports/s" "p50 ms" "p99 ms" "of ceil." "CPU us/r" "errors" "tracked" "RSS MiB" "load before / after"
     jq -rs '
         def setup: "\(.batch)/\(.concurrency)";
         (map(select(.part == "http" and .kind == "ceiling")) | group_by(setup)
@@ -195,10 +202,11 @@ if has http; then
         | .[] | select(.part == "http")
         | [setup, .kind, .reports_per_sec, .p50_ms, .p99_ms,
            (if .kind == "tollgate" and $ceil[setup] then "\((100 * .reports_per_sec / $ceil[setup]) * 10 | round / 10)%" else "-" end),
+           ((.server_cpu_us_per_report // null) | if . then (. * 10 | round / 10) else "-" end),
            .http_errors, (.tracked // "-"), ((.rss_kib / 1024) | round), "\(.load_before) / \(.load_after)"]
         | @tsv' "$results" |
-        while IFS=$'\t' read -r c k r p50 p99 of err tr rss l; do
-            printf "%-10s %-9s %10.0f %8.1f %8.1f %9s %8s %9s %9s  %s\n" "$c" "$k" "$r" "$p50" "$p99" "$of" "$err" "$tr" "$rss" "$l"
+        while IFS=$'\t' read -r c k r p50 p99 of cpu err tr rss l; do
+            printf "%-10s %-9s %10.0f %8.1f %8.1f %9s %8s %8s %9s %9s  %s\n" "$c" "$k" "$r" "$p50" "$p99" "$of" "$cpu" "$err" "$tr" "$rss" "$l"
         done
     jq -rs '[.[] | select(.part == "http")][0]
         | "goal: >= 20,000 reports/s with p99 < 100 ms (each run: \(.devices) devices, \(.rounds) rounds)"' \
@@ -228,9 +236,9 @@ if has criterion; then
     row "Fleet::ingest, 1,000 reports into 1M devices" "$(est fleet_ingest/batch_1000_into_1M)" 1000
     row "Devices::ingest, 1,000 reports into 100k, SQLite" "$(est devices_ingest/batch_1000_into_100k)" 1000
     row "  parse_reports + Devices::ingest" "$(est devices_ingest/parse_and_ingest_1000_into_100k)" 1000
-    row "  part: serialise 1,000 reports as Value, then text" "$(est ingest_parts/serialize_via_value_1000)" 1000
-    row "  part: serialise 1,000 reports straight to text" "$(est ingest_parts/serialize_to_text_1000)" 1000
+    row "  part: serialise 1,000 reports (no longer done)" "$(est ingest_parts/serialize_to_text_1000)" 1000
     row "  part: commit 1,000 device rows (Values)" "$(est ingest_parts/commit_1000_device_rows)" 1000
+    row "  part: commit 1,000 device rows (JSON text)" "$(est ingest_parts/commit_1000_device_rows_json)" 1000
     jq -r 'select(.part == "criterion") | "load after the criterion run: \(.load_after)"' "$results"
     echo
 fi
