@@ -759,6 +759,31 @@ fn actual_values_are_kept_up_to_four_kib() {
     );
 }
 
+#[test]
+fn actual_values_may_not_hold_nul_anywhere() {
+    // PostgreSQL's jsonb refuses U+0000; one such report would fail its
+    // whole batch in the store.
+    for actual in [json!("a\u{0}b"), json!({"k": ["x", "\u{0}"]}), json!({"a\u{0}": 1})] {
+        assert_eq!(
+            reason(with(report("d"), "/settings/1/actual", actual)),
+            "settings[1].actual: holds the character U+0000, which cannot be stored"
+        );
+    }
+    // Other control characters are values like any other.
+    let tab = json!("a\tb\u{1}");
+    assert_eq!(
+        accepted(with(report("d"), "/settings/1/actual", tab.clone())).settings[1].actual,
+        Some(tab)
+    );
+    // A valid report next to it is kept.
+    let body = ndjson(&[
+        with(report("bad"), "/settings/1/actual", json!("\u{0}")),
+        report("good"),
+    ]);
+    let parsed = parse(&body, BodyFormat::Ndjson);
+    assert_eq!((parsed.reports.len(), parsed.rejected[0].index), (1, 0));
+}
+
 /// A report whose first setting's `actual` is `actual`, as text.
 fn report_with_actual(id: &str, actual: &str) -> String {
     let marker = "\"__actual__\"";

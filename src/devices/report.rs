@@ -21,6 +21,8 @@
 //!   stops at the first problem, as the decoder does.
 //! - Control characters are refused in `device.id` (as is whitespace),
 //!   group names, `device.user` and `os.version`; lengths count characters.
+//!   A setting's `actual` may hold any JSON up to 4 KiB, except U+0000 in a
+//!   string or key, which PostgreSQL's `jsonb` cannot store.
 //! - Reasons quote values cut to 64 characters and escaped, so a hostile
 //!   report cannot flood or forge log lines.
 //! - Lines and columns count from 1 over the whole body; columns count bytes,
@@ -1490,6 +1492,11 @@ fn validate(wire: WireReport<'_>, reader: &mut Reader<'_>) -> Result<DeviceRepor
                 problems.push(format!(
                     "settings[{i}].actual: more than {MAX_ACTUAL_BYTES} bytes as JSON"
                 ));
+            } else if holds_nul(actual) {
+                // PostgreSQL's jsonb refuses it, and with it the whole batch.
+                problems.push(format!(
+                    "settings[{i}].actual: holds the character U+0000, which cannot be stored"
+                ));
             }
         }
     }
@@ -1659,6 +1666,16 @@ fn json_longer_than(value: &Value, limit: usize) -> bool {
             }
             serde_json::to_writer(Budget(limit), value).is_err()
         }
+    }
+}
+
+/// Whether a string or object key anywhere in `value` holds U+0000.
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
     }
 }
 
