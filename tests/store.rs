@@ -190,6 +190,7 @@ backend_tests!(
     promotion_updates_bump_version,
     reviews_belong_to_promotions,
     one_leader_and_takeover_after_drop,
+    device_report_texts_read_back_as_the_same_reports,
 );
 
 fn at(millis: i64) -> DateTime<Utc> {
@@ -1032,4 +1033,89 @@ async fn open_errors_are_classified() {
         "{err:?}"
     );
     assert!(!err.is_transient(), "{err:?}");
+}
+
+/// Device rows are stored as the text the device sent (`JsonText`);
+/// PostgreSQL gives back its `jsonb` rendering (keys reordered, numbers
+/// and escapes rewritten), which must read back as the same report.
+async fn device_report_texts_read_back_as_the_same_reports(env: Env) {
+    use tollgate::catalog::Catalog;
+    use tollgate::devices::report::{parse_reports, read_stored_report, BodyFormat};
+    let now = Utc::now();
+    let at = (now - chrono::Duration::minutes(1)).to_rfc3339();
+    let digest = format!("sha256:{}", "c".repeat(64));
+    let body = format!(
+        concat!(
+            r#"{{"settings": [{{"key": "passcode.min_length", "actual": 1.50e1, "state": "compliant"}},"#,
+            r#" {{"key": "apps.blocked", "state": "noncompliant", "actual": {{"z": [1, 2e3, -0], "a\u00e9\"": null}}}}],"#,
+            r#" "applied": [{{"status": "applied", "digest": "{digest}", "baseline": "corp-macos"}}],"#,
+            r#" "checked_in_at": "{at}", "enrollment": "enrolled", "os": {{"version": "14.5"}},"#,
+            r#" "device": {{"ownership": null, "groups": ["b", "a", "b"], "platform": "macos", "id": "d\u00e9v-1"}},"#,
+            r#" "schema": "tollgate.device-report/v1"}}"#,
+            "\n",
+            r#"{{"schema":"tollgate.device-report/v1","device":{{"id":"dev-2","platform":"ios"}},"os":{{"version":"18.0"}},"#,
+            r#""enrollment":"pending","checked_in_at":"{at}","applied":[],"settings":[]}}"#,
+            "\n"
+        ),
+        digest = digest,
+        at = at
+    );
+    let parsed = parse_reports(body.as_bytes(), BodyFormat::Ndjson, now, Catalog::builtin()).unwrap();
+    assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
+    assert_eq!(parsed.reports.len(), 2);
+    let store = env.open().await;
+    let keys: Vec<String> = parsed
+        .reports
+        .iter()
+        .map(|(_, r)| format!("device/{}", r.device.id))
+        .collect();
+    store
+        .commit(Transition {
+            kv_json: keys.iter().cloned().zip(parsed.texts.iter().cloned()).collect(),
+            ..Transition::default()
+        })
+        .await
+        .unwrap();
+    let rows = store.kv_prefix_text("device/").await.unwrap();
+    let read: Vec<_> = rows
+        .iter()
+        .map(|(key, text)| (key.clone(), read_stored_report(text, Catalog::builtin()).unwrap()))
+        .collect();
+    let mut expected: Vec<_> = keys
+        .into_iter()
+        .zip(parsed.reports.into_iter().map(|(_, r)| r))
+        .collect();
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    // Numbers keep their value, not their spelling: jsonb writes 2e3 as
+    // 2000 and -0 as 0, which serde_json then reads as integers.
+    let numbers_as_f64 = |mut list: Vec<(String, tollgate::devices::DeviceReport)>| {
+        fn walk(v: &mut Value) {
+            match v {
+                Value::Number(n) => *v = json!(n.as_f64().unwrap() + 0.0),
+                Value::Array(items) => items.iter_mut().for_each(walk),
+                Value::Object(map) => map.values_mut().for_each(walk),
+                _ => {}
+            }
+        }
+        for (_, report) in &mut list {
+            report
+                .settings
+                .iter_mut()
+                .filter_map(|s| s.actual.as_mut())
+                .for_each(walk);
+        }
+        list
+    };
+    assert_eq!(numbers_as_f64(read), numbers_as_f64(expected.clone()));
+    assert_eq!(
+        expected[1].1.settings[1].actual.as_ref().unwrap()["z"][1],
+        json!(2000.0)
+    );
+    if env.backend == Backend::Sqlite {
+        // SQLite keeps the text as it came.
+        let mut texts: Vec<&str> = parsed.texts.iter().map(|t| t.as_str()).collect();
+        texts.sort_by_key(|t| !t.contains("dev-2"));
+        let stored: Vec<&str> = rows.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(stored, texts);
+    }
 }
