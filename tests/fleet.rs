@@ -487,6 +487,19 @@ fn summary_and_listing_filter_by_ring_kind_and_setting() {
     assert_eq!((all.devices, all.findings, all.noncompliant_devices), (3, 2, 2));
     assert_eq!(all.by_ring["canary"].devices, 1);
     assert_eq!(all.by_ring["broad"].findings, 1);
+    // Rings in promotion order, not by name.
+    assert_eq!(all.rings, ["canary", "broad"]);
+    let in_canary = f.summary(&DriftFilter {
+        ring: Some("canary".into()),
+        ..Default::default()
+    });
+    assert_eq!(in_canary.rings, ["canary"]);
+    assert_eq!(in_canary.by_ring.keys().collect::<Vec<_>>(), ["canary"]);
+    // Devices in no ring come last.
+    let mut narrow = Fleet::new(FleetOptions::default());
+    narrow.set_rings(&[("canary".into(), RingSelector::Groups(vec!["mdm-canary".into()]))]);
+    narrow.ingest(&report("loose", &["iphones"], t0(), &[], &[]), t0());
+    assert_eq!(narrow.summary(&DriftFilter::default()).rings, ["canary", "(none)"]);
     assert_eq!(all.by_setting["passcode.required"], 1);
     let filter = DriftFilter {
         kind: Some(FindingKind::SettingDrift),

@@ -86,9 +86,15 @@ pub fn drift_cmd(args: &DriftArgs, out: &mut dyn Write, format: Format) -> anyho
             "devices     {} tracked, {} non-compliant, {} open findings, {} suppressed by exceptions",
             s["devices"], s["noncompliant_devices"], s["findings"], s["suppressed"]
         )?;
-        if let Some(rings) = s["by_ring"].as_object() {
+        if let Some(by_ring) = s["by_ring"].as_object() {
             writeln!(out, "by ring")?;
-            for (name, r) in rings {
+            // In promotion order; a server that does not say it, by name.
+            let order: Vec<&str> = match s["rings"].as_array() {
+                Some(names) => names.iter().filter_map(Value::as_str).collect(),
+                None => by_ring.keys().map(String::as_str).collect(),
+            };
+            for name in order {
+                let r = &by_ring[name];
                 let n = |k: &str| r[k].as_u64().unwrap_or(0);
                 writeln!(
                     out,

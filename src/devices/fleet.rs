@@ -235,6 +235,9 @@ pub struct DriftSummary {
     pub suppressed: u64,
     pub noncompliant_devices: u64,
     pub by_kind: BTreeMap<String, u64>,
+    /// The keys of `by_ring` in promotion order (`tollgate.yaml`), then
+    /// `(none)` for devices in no ring: a JSON object keeps no order.
+    pub rings: Vec<String>,
     pub by_ring: BTreeMap<String, RingCounts>,
     pub by_baseline: BTreeMap<String, u64>,
     pub by_setting: BTreeMap<String, u64>,
@@ -898,6 +901,14 @@ impl Fleet {
                 }
             }
         }
+        s.rings = self
+            .rings
+            .iter()
+            .map(|r| r.name.clone())
+            .filter(|name| s.by_ring.contains_key(name))
+            .collect();
+        let unlisted: Vec<String> = s.by_ring.keys().filter(|k| !s.rings.contains(k)).cloned().collect();
+        s.rings.extend(unlisted);
         s
     }
 
