@@ -3,14 +3,15 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use tollgate::catalog::Catalog;
 use tollgate::devices::report::{
-    parse_reports, read_stored_report, report_text, Applied, ApplyStatus, BatchError, BodyFormat, DeviceInfo,
-    DeviceReport, Enrollment, OsInfo, Ownership, ParsedBatch, Rejection, SettingReport, SettingState, MAX_REPORTS,
-    MAX_REPORTS_BODY, REPORT_SCHEMA,
+    parse_reports, parse_reports_shared, read_stored_report, report_text, Applied, ApplyStatus, BatchError, BodyFormat,
+    DeviceInfo, DeviceReport, Enrollment, OsInfo, Ownership, ParsedBatch, Rejection, SettingReport, SettingState,
+    MAX_REPORTS, MAX_REPORTS_BODY, REPORT_SCHEMA,
 };
 use tollgate::ids::{Digest, Platform};
 
@@ -1191,6 +1192,8 @@ proptest! {
         }
         let parsed = parse_reports(&body, BodyFormat::Ndjson, now(), Catalog::builtin()).unwrap();
         check(&entries, &parsed)?;
+        let shared = Bytes::from(body);
+        prop_assert_eq!(&parse_reports_shared(&shared, BodyFormat::Ndjson, now(), Catalog::builtin()).unwrap(), &parsed);
     }
 
     #[test]
@@ -1224,6 +1227,8 @@ proptest! {
         let body = if pretty { serde_json::to_vec_pretty(&values) } else { serde_json::to_vec(&values) }.unwrap();
         let parsed = parse_reports(&body, BodyFormat::JsonArray, now(), Catalog::builtin()).unwrap();
         check(&entries, &parsed)?;
+        let shared = Bytes::from(body);
+        prop_assert_eq!(&parse_reports_shared(&shared, BodyFormat::JsonArray, now(), Catalog::builtin()).unwrap(), &parsed);
     }
 }
 
@@ -1249,4 +1254,23 @@ fn a_stored_report_is_read_without_the_clock_but_with_every_other_rule() {
     );
     let why = read_stored_report("{\"schema\": 1", Catalog::builtin()).unwrap_err();
     assert!(why.contains("line 1"), "{why}");
+}
+
+#[test]
+fn shared_bodies_lend_their_reports_texts_instead_of_copying_them() {
+    for (format, body) in [
+        (BodyFormat::Ndjson, ndjson(&[report("a"), report("b")])),
+        (BodyFormat::JsonArray, array(&[report("a"), report("b")])),
+    ] {
+        let shared = Bytes::from(body);
+        let parsed = parse_reports_shared(&shared, format, now(), Catalog::builtin()).unwrap();
+        assert_eq!(parsed.texts.len(), 2);
+        let range = shared.as_ptr_range();
+        for text in &parsed.texts {
+            let p = text.as_str().as_ptr();
+            assert!(range.contains(&p), "{format:?}: a copy, not a slice of the body");
+            let value: Value = serde_json::from_str(text.as_str()).unwrap();
+            assert_eq!(value["schema"], REPORT_SCHEMA);
+        }
+    }
 }

@@ -60,6 +60,7 @@ use serde_json::Value;
 use crate::catalog::{Catalog, Entry};
 use crate::ids::{check_dns_label, Digest, Platform};
 use crate::store::JsonText;
+use bytes::Bytes;
 
 /// The only report schema this version accepts.
 pub const REPORT_SCHEMA: &str = "tollgate.device-report/v1";
@@ -249,6 +250,29 @@ pub fn parse_reports(
     now: DateTime<Utc>,
     catalog: &Catalog,
 ) -> Result<ParsedBatch, BatchError> {
+    parse_with(body, format, now, catalog, |text| {
+        JsonText::read_whole(text.to_string())
+    })
+}
+
+/// [`parse_reports`] of a body held in [`Bytes`]: each report's text in
+/// [`ParsedBatch::texts`] is a slice of the body rather than a copy.
+pub fn parse_reports_shared(
+    body: &Bytes,
+    format: BodyFormat,
+    now: DateTime<Utc>,
+    catalog: &Catalog,
+) -> Result<ParsedBatch, BatchError> {
+    parse_with(body, format, now, catalog, |text| JsonText::read_whole_in(body, text))
+}
+
+fn parse_with(
+    body: &[u8],
+    format: BodyFormat,
+    now: DateTime<Utc>,
+    catalog: &Catalog,
+    text_of: impl Fn(&str) -> JsonText,
+) -> Result<ParsedBatch, BatchError> {
     if body.len() > MAX_REPORTS_BODY {
         return Err(BatchError::TooLarge {
             size: body.len(),
@@ -282,7 +306,7 @@ pub fn parse_reports(
         match outcome {
             Ok((report, text)) => {
                 batch.reports.push((item.index, report));
-                batch.texts.push(JsonText::read_whole(text.to_string()));
+                batch.texts.push(text_of(text));
             }
             Err(failure) => batch.rejected.push(Rejection {
                 index: item.index,

@@ -14,7 +14,7 @@ use super::routes::ApiQuery;
 use super::ApiState;
 use crate::catalog::Catalog;
 use crate::devices::fleet::{DriftFilter, FindingKind};
-use crate::devices::report::{parse_reports, BatchError, BodyFormat, MAX_REPORTS, MAX_REPORTS_BODY};
+use crate::devices::report::{parse_reports_shared, BatchError, BodyFormat, MAX_REPORTS, MAX_REPORTS_BODY};
 use crate::devices::service::{Devices, DevicesError, Received};
 
 /// Seconds a client told `429` should wait.
@@ -77,7 +77,7 @@ pub async fn reports(
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let format = BodyFormat::detect(content_type, &bytes);
     let now = state.now();
-    let parsed = tokio::task::spawn_blocking(move || parse_reports(&bytes, format, now, Catalog::builtin()))
+    let parsed = tokio::task::spawn_blocking(move || parse_reports_shared(&bytes, format, now, Catalog::builtin()))
         .await
         .map_err(|e| ApiError::internal(&e))?;
     let mut parsed = match parsed {
