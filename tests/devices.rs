@@ -980,3 +980,82 @@ async fn tollgate_drift_renders_the_summary_and_the_devices() {
     let v: Value = serde_json::from_str(&bad).unwrap();
     assert_eq!(v["error"]["code"], "bad_request", "{v}");
 }
+
+#[tokio::test]
+async fn a_check_in_that_changes_nothing_else_stores_only_its_time() {
+    let (dir, h) = adopted().await;
+    let digest = h.desired_digest("broad").await;
+    let secs = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let stored = || async {
+        let db = store::open(&format!("sqlite://{}", dir.path().join("state.db").display()))
+            .await
+            .unwrap();
+        (
+            db.kv_get("device/same-1").await.unwrap().unwrap(),
+            db.kv_get("checkin/same-1").await.unwrap(),
+        )
+    };
+    let t1 = h.now();
+    let (status, v) = h
+        .report(&[device("same-1", &["phones"], "18.0", t1, &digest, "applied", &[])])
+        .await;
+    assert_eq!((status, v["accepted"].as_u64()), (200, Some(1)), "{v}");
+    let (row, checkin) = stored().await;
+    assert_eq!(
+        (row["checked_in_at"].as_str(), checkin),
+        (Some(secs(t1).as_str()), None)
+    );
+
+    // The same report, later: only the time is written.
+    h.advance(Duration::minutes(5));
+    let t2 = h.now();
+    let (_, v) = h
+        .report(&[device("same-1", &["phones"], "18.0", t2, &digest, "applied", &[])])
+        .await;
+    assert_eq!(v["accepted"], 1, "{v}");
+    let (row, checkin) = stored().await;
+    assert_eq!(
+        row["checked_in_at"],
+        json!(secs(t1)),
+        "the report row is left as it was"
+    );
+    assert_eq!(checkin, Some(json!(secs(t2))));
+
+    // After a restart the device is as of its last check-in: the same
+    // report again is a duplicate, and its time is the later one.
+    h.shut_down().await;
+    let h = serve(dir.path(), Arc::new(Mutex::new(t2 + Duration::minutes(1)))).await;
+    h.pass().await;
+    let (status, d, _) = h.call("GET", "/v1/devices/same-1", "vera", None).await;
+    assert_eq!(
+        (status, d["checked_in_at"].as_str()),
+        (200, Some(secs(t2).as_str())),
+        "{d}"
+    );
+    let (_, v) = h
+        .report(&[device("same-1", &["phones"], "18.0", t2, &digest, "applied", &[])])
+        .await;
+    assert_eq!((v["accepted"].as_u64(), v["stale"].as_u64()), (Some(0), Some(1)), "{v}");
+
+    // The first report after a restart, and any report that changes
+    // something, is written whole.
+    h.advance(Duration::minutes(5));
+    let t3 = h.now();
+    h.report(&[device("same-1", &["phones"], "18.0", t3, &digest, "applied", &[])])
+        .await;
+    assert_eq!(stored().await.0["checked_in_at"], json!(secs(t3)));
+    h.advance(Duration::minutes(5));
+    let t4 = h.now();
+    h.report(&[device("same-1", &["phones"], "18.0", t4, &digest, "applied", &[])])
+        .await;
+    assert_eq!(stored().await.0["checked_in_at"], json!(secs(t3)));
+    h.advance(Duration::minutes(5));
+    let t5 = h.now();
+    h.report(&[device("same-1", &["phones"], "18.1", t5, &digest, "applied", &[])])
+        .await;
+    let (row, _) = stored().await;
+    assert_eq!(
+        (row["checked_in_at"].as_str(), row["os"]["version"].as_str()),
+        (Some(secs(t5).as_str()), Some("18.1"))
+    );
+}

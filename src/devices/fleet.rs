@@ -155,6 +155,9 @@ struct Device {
     bad: Box<[u16]>,
     findings: Box<[Open]>,
     suppressed: u16,
+    /// What the caller says the stored report holds besides its check-in
+    /// time (a hash, see [`Fleet::set_content`]); 0 when not known.
+    content: u64,
 }
 
 /// Strings to small ids and back.
@@ -508,6 +511,21 @@ impl Fleet {
         }
     }
 
+    /// The content tag of `id`'s stored report ([`Fleet::set_content`]); 0
+    /// when unknown (a report just ingested has none until it is set).
+    pub fn content(&self, id: &str) -> u64 {
+        self.devices.get(id).map_or(0, |d| d.content)
+    }
+
+    /// Tags `id`'s stored report with `content`, a caller's hash of all of
+    /// it but the check-in time, so the caller can tell a check-in that
+    /// changed nothing else. [`Fleet::put_back`] restores the tag too.
+    pub fn set_content(&mut self, id: &str, content: u64) {
+        if let Some(d) = self.devices.get_mut(id) {
+            d.content = content;
+        }
+    }
+
     /// When the stored report of `id` was taken, if any.
     pub fn checked_in(&self, id: &str) -> Option<DateTime<Utc>> {
         self.devices.get(id).map(|d| time(d.checked_in))
@@ -575,6 +593,7 @@ impl Fleet {
             bad: bad.into(),
             findings: old.as_ref().map(|d| d.findings.clone()).unwrap_or_default(),
             suppressed: 0,
+            content: 0,
         };
         let change = self.reevaluate(id, &mut device, secs(now));
         let saved = Saved(key.clone(), old);

@@ -7,6 +7,7 @@
 //! | key | value |
 //! |-----|-------|
 //! | `device/{id}` | the device's latest report, as the device sent it |
+//! | `checkin/{id}` | a later check-in time, when the reports since said nothing else new |
 //! | `finding/{id}` | the device's open findings (absent when none) |
 //! | `fleet/gate/{ring}` | the ring's non-compliant share when last published to |
 //! | `fleet/expired/{exception}/{expires}` | that the exception's expiry was audited |
@@ -21,7 +22,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::{Mutex, Semaphore, SemaphorePermit, TryAcquireError};
@@ -40,6 +41,7 @@ const SWEEP_CHUNK: usize = 2000;
 
 pub mod keys {
     pub const DEVICE: &str = "device/";
+    pub const CHECKIN: &str = "checkin/";
     pub const FINDING: &str = "finding/";
     pub const GATE: &str = "fleet/gate/";
     pub const EXPIRED: &str = "fleet/expired/";
@@ -152,6 +154,9 @@ pub struct Devices {
     admitted: Semaphore,
     /// Which ring states the index holds, by ring: the resolved value's address.
     loaded: std::sync::Mutex<HashMap<String, usize>>,
+    /// Keys of the content tags ([`content_tag`]), random per process: the
+    /// tags only live in memory.
+    tags: std::hash::RandomState,
 }
 
 impl Devices {
@@ -166,6 +171,7 @@ impl Devices {
             ingest: Mutex::new(()),
             admitted: Semaphore::new(Self::MAX_ADMITTED),
             loaded: std::sync::Mutex::new(HashMap::new()),
+            tags: std::hash::RandomState::new(),
         })
     }
 
@@ -192,6 +198,15 @@ impl Devices {
             })
             .collect();
         let rows = store.kv_prefix_text(keys::DEVICE).await?;
+        let checkins: HashMap<String, DateTime<Utc>> = store
+            .kv_prefix(keys::CHECKIN)
+            .await?
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let id = k.strip_prefix(keys::CHECKIN)?.to_string();
+                serde_json::from_value(v).ok().map(|at| (id, at))
+            })
+            .collect();
         let gates = store.kv_prefix(keys::GATE).await?;
         let reports = tokio::task::spawn_blocking(move || {
             rows.into_iter()
@@ -208,8 +223,11 @@ impl Devices {
         .map_err(|e| ControllerError::Join(e.to_string()))?;
         let mut fleet = self.shared.write();
         let mut loaded = 0;
-        for (key, report) in reports {
+        for (key, mut report) in reports {
             let id = key.strip_prefix(keys::DEVICE).unwrap_or(&key);
+            if let Some(&at) = checkins.get(id) {
+                report.checked_in_at = report.checked_in_at.max(at);
+            }
             fleet.restore(&report, findings.get(id).map(Vec::as_slice).unwrap_or(&[]));
             loaded += 1;
         }
@@ -277,6 +295,7 @@ impl Devices {
     /// would cost more than everything else the batch does but parsing.
     pub async fn ingest(&self, batch: Vec<Received>, now: DateTime<Utc>) -> Result<IngestOutcome, DevicesError> {
         let mut batch = batch;
+        let tags: Vec<u64> = batch.iter().map(|r| content_tag(&self.tags, r.text.as_str())).collect();
         let one = self.ingest.lock().await;
         let mut outcome = IngestOutcome::default();
         let mut t = Transition::default();
@@ -285,15 +304,29 @@ impl Devices {
         let mut saved = Vec::with_capacity(batch.len());
         {
             let mut fleet = self.shared.write();
-            for received in &mut batch {
+            for (received, &tag) in batch.iter_mut().zip(&tags) {
+                let id = received.report.device.id.as_str();
+                let stored_tag = fleet.content(id);
                 let Some((before, change)) = fleet.ingest_undoable(&received.report, now) else {
                     outcome.stale += 1;
                     continue;
                 };
                 saved.push(before);
                 outcome.accepted += 1;
-                let key = format!("{}{}", keys::DEVICE, received.report.device.id);
-                t.kv_json.push((key, std::mem::take(&mut received.text)));
+                fleet.set_content(id, tag);
+                if tag != 0 && tag == stored_tag {
+                    // Only the check-in time is new: a few bytes instead of
+                    // the whole report (most check-ins of a healthy fleet).
+                    let at = received
+                        .report
+                        .checked_in_at
+                        .to_rfc3339_opts(SecondsFormat::AutoSi, true);
+                    let text = JsonText::to_json(&at).expect("a string serialises");
+                    t.kv_json.push((format!("{}{id}", keys::CHECKIN), text));
+                } else {
+                    let key = format!("{}{id}", keys::DEVICE);
+                    t.kv_json.push((key, std::mem::take(&mut received.text)));
+                }
                 if let Some(change) = change {
                     self.record(&change, &mut t, &mut events, &mut outcome);
                 }
@@ -476,6 +509,36 @@ impl Devices {
     }
 }
 
+/// A tag of everything in a report's text but its check-in time: equal tags
+/// (under one `RandomState`) mean the report repeats the stored one but for
+/// the time. 0 (never equal to a stored tag) when the time cannot be told
+/// apart with certainty: `"checked_in_at"` must occur exactly once in the
+/// text (it is then the report's own field: inside a string its quotes
+/// would be escaped, and a nested key of that name makes two), followed by
+/// a string without escapes.
+pub fn content_tag(state: &std::hash::RandomState, text: &str) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    const FIELD: &str = "\"checked_in_at\"";
+    let Some(at) = text.find(FIELD) else { return 0 };
+    let after = at + FIELD.len();
+    if text[after..].contains(FIELD) {
+        return 0;
+    }
+    let rest = text[after..].trim_start_matches(|c: char| c.is_ascii_whitespace());
+    let Some(rest) = rest.strip_prefix(':') else { return 0 };
+    let rest = rest.trim_start_matches(|c: char| c.is_ascii_whitespace());
+    let Some(value) = rest.strip_prefix('"') else { return 0 };
+    let Some(close) = value.find(['"', '\\']) else { return 0 };
+    if value.as_bytes()[close] != b'"' {
+        return 0;
+    }
+    let end = text.len() - (value.len() - close - 1);
+    let mut h = state.build_hasher();
+    h.write(&text.as_bytes()[..at]);
+    h.write(&text.as_bytes()[end..]);
+    h.finish().max(1)
+}
+
 /// A validated report and the JSON text the store keeps for it
 /// (`device/{id}`), which [`read_stored_report`] reads back.
 #[derive(Debug, Clone, PartialEq)]
@@ -512,4 +575,40 @@ pub struct SweepOutcome {
     pub exceptions_expired: usize,
     pub remediation_opened: usize,
     pub remediation_closed: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_tag;
+    use std::hash::RandomState;
+
+    #[test]
+    fn a_content_tag_leaves_out_the_check_in_time_and_nothing_else() {
+        let state = RandomState::new();
+        let tag = |text: &str| content_tag(&state, text);
+        let a = r#"{"device":{"id":"d"},"checked_in_at":"2026-11-22T10:00:00Z","os":{"version":"1"}}"#;
+        let later = a.replace("10:00:00Z", "10:05:00.5Z");
+        assert_ne!(tag(a), 0);
+        assert_eq!(tag(a), tag(&later));
+        assert_eq!(
+            tag(a),
+            tag(&a.replace(r#""checked_in_at":"#, r#""checked_in_at" : "#)),
+            "spacing around the colon"
+        );
+        // Anything else that differs, down to one byte, makes another tag.
+        assert_ne!(tag(a), tag(&a.replace(r#""1""#, r#""2""#)));
+        assert_ne!(tag(a), tag(&a.replace(r#"{"device""#, r#"{ "device""#)));
+        // Cannot tell the time apart: no tag.
+        assert_eq!(tag(r#"{"device":{"id":"d"}}"#), 0);
+        let nested = r#"{"checked_in_at":"2026-11-22T10:00:00Z","settings":[{"actual":{"checked_in_at":"x"}}]}"#;
+        assert_eq!(tag(nested), 0, "a nested key of the same name");
+        assert_eq!(tag(r#"{"checked_in_at":"2026\u002d11"}"#), 0, "an escaped value");
+        assert_eq!(tag(r#"{"checked_in_at":1}"#), 0);
+        // Inside a string the name's quotes are escaped: not the field.
+        let quoted = r#"{"checked_in_at":"2026-11-22T10:00:00Z","x":"\"checked_in_at\""}"#;
+        assert_ne!(tag(quoted), 0);
+        assert_eq!(tag(quoted), tag(&quoted.replace("10:00:00Z", "11:00:00Z")));
+        // Tags are keyed per process.
+        assert_ne!(content_tag(&RandomState::new(), a), tag(a));
+    }
 }
