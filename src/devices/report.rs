@@ -52,6 +52,7 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 
+use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -60,7 +61,6 @@ use serde_json::Value;
 use crate::catalog::{Catalog, Entry};
 use crate::ids::{check_dns_label, Digest, Platform};
 use crate::store::JsonText;
-use bytes::Bytes;
 
 /// The only report schema this version accepts.
 pub const REPORT_SCHEMA: &str = "tollgate.device-report/v1";

@@ -45,7 +45,7 @@ use super::{
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The writing connection's page cache, in KiB (SQLite's default is 2 MiB).
-/// With 100,000 devices the table is some 200 MB; the cache holds every
+/// With 100,000 devices the table is some 400 MB; the cache holds every
 /// interior page and the most recently written leaves.
 const WRITER_CACHE_KIB: u32 = 64 * 1024;
 
