@@ -89,7 +89,7 @@ fn report(
         settings: bad
             .iter()
             .map(|k| SettingReport {
-                key: k.to_string(),
+                key: k.to_string().into(),
                 state: SettingState::Noncompliant,
                 actual: Some(json!(false)),
             })

@@ -141,17 +141,17 @@ fn expected_example(id: &str) -> DeviceReport {
         }],
         settings: vec![
             SettingReport {
-                key: "passcode.min_length".to_string(),
+                key: "passcode.min_length".into(),
                 state: SettingState::Compliant,
                 actual: Some(json!(6)),
             },
             SettingReport {
-                key: "encryption.required".to_string(),
+                key: "encryption.required".into(),
                 state: SettingState::Noncompliant,
                 actual: Some(json!(false)),
             },
             SettingReport {
-                key: "apps.blocked".to_string(),
+                key: "apps.blocked".into(),
                 state: SettingState::Pending,
                 actual: None,
             },
@@ -1080,7 +1080,11 @@ fn valid_report() -> impl Strategy<Value = DeviceReport> {
                     settings: keys
                         .into_iter()
                         .zip(settings)
-                        .map(|(key, (state, actual))| SettingReport { key, state, actual })
+                        .map(|(key, (state, actual))| SettingReport {
+                            key: key.into(),
+                            state,
+                            actual,
+                        })
                         .collect(),
                 }
             },
@@ -1272,5 +1276,20 @@ fn shared_bodies_lend_their_reports_texts_instead_of_copying_them() {
             let value: Value = serde_json::from_str(text.as_str()).unwrap();
             assert_eq!(value["schema"], REPORT_SCHEMA);
         }
+    }
+}
+
+#[test]
+fn setting_keys_are_borrowed_from_the_catalogue() {
+    use std::borrow::Cow;
+    let parsed = parse(&ndjson(&[report("a")]), BodyFormat::Ndjson);
+    let settings = &parsed.reports[0].1.settings;
+    assert_eq!(settings.len(), 3);
+    for s in settings {
+        let Cow::Borrowed(key) = &s.key else {
+            panic!("{} was copied", s.key)
+        };
+        let entry = Catalog::builtin().get(key).unwrap();
+        assert!(std::ptr::eq(*key, entry.key.as_str()), "{key} is not the catalogue's");
     }
 }

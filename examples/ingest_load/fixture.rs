@@ -284,7 +284,7 @@ pub fn report(n: u64, keys: &[String], version: u32, at: DateTime<Utc>) -> Devic
                 _ => SettingState::Compliant,
             };
             SettingReport {
-                key: k.clone(),
+                key: k.clone().into(),
                 state,
                 actual: Some(json!(true)),
             }
