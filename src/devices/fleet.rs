@@ -156,7 +156,7 @@ struct Device {
     findings: Box<[Open]>,
     suppressed: u16,
     /// What the caller says the stored report holds besides its check-in
-    /// time (a hash, see [`Fleet::set_content`]); 0 when not known.
+    /// time (a hash, see [`Fleet::ingest_undoable`]); 0 when not known.
     content: u64,
 }
 
@@ -301,6 +301,14 @@ pub enum Ingested {
 /// One device's entry as it was (see [`Fleet::save`]).
 #[derive(Debug)]
 pub struct Saved(Box<str>, Option<Device>);
+
+impl Saved {
+    /// The content tag the entry had ([`Fleet::ingest_undoable`]); 0 when
+    /// there was no entry or no tag.
+    pub fn content(&self) -> u64 {
+        self.1.as_ref().map_or(0, |d| d.content)
+    }
+}
 
 /// The index. Not synchronised: the service wraps it in a lock.
 #[derive(Debug, Default)]
@@ -511,21 +519,6 @@ impl Fleet {
         }
     }
 
-    /// The content tag of `id`'s stored report ([`Fleet::set_content`]); 0
-    /// when unknown (a report just ingested has none until it is set).
-    pub fn content(&self, id: &str) -> u64 {
-        self.devices.get(id).map_or(0, |d| d.content)
-    }
-
-    /// Tags `id`'s stored report with `content`, a caller's hash of all of
-    /// it but the check-in time, so the caller can tell a check-in that
-    /// changed nothing else. [`Fleet::put_back`] restores the tag too.
-    pub fn set_content(&mut self, id: &str, content: u64) {
-        if let Some(d) = self.devices.get_mut(id) {
-            d.content = content;
-        }
-    }
-
     /// When the stored report of `id` was taken, if any.
     pub fn checked_in(&self, id: &str) -> Option<DateTime<Utc>> {
         self.devices.get(id).map(|d| time(d.checked_in))
@@ -542,7 +535,7 @@ impl Fleet {
     /// Stores `report` if newer and re-evaluates the device. Returns what
     /// changed in its findings (`None` when the report was stale).
     pub fn ingest(&mut self, report: &DeviceReport, now: DateTime<Utc>) -> Option<DeviceChange> {
-        let (_, change) = self.ingest_undoable(report, now)?;
+        let (_, change) = self.ingest_undoable(report, 0, now)?;
         Some(change.unwrap_or_else(|| self.unchanged(&report.device.id)))
     }
 
@@ -552,9 +545,14 @@ impl Fleet {
     /// when findings opened or closed. Cheaper than [`Fleet::save`] then
     /// [`Fleet::ingest`]: the old entry is moved out, not copied, and an
     /// unchanged device costs no [`DeviceChange`].
+    ///
+    /// `content` tags the entry with the caller's hash of all of the report
+    /// but its check-in time (0: none), so the caller can tell a check-in
+    /// that changed nothing else ([`Saved::content`] is the previous tag).
     pub fn ingest_undoable(
         &mut self,
         report: &DeviceReport,
+        content: u64,
         now: DateTime<Utc>,
     ) -> Option<(Saved, Option<DeviceChange>)> {
         if !self.is_newer(report) {
@@ -593,7 +591,7 @@ impl Fleet {
             bad: bad.into(),
             findings: old.as_ref().map(|d| d.findings.clone()).unwrap_or_default(),
             suppressed: 0,
-            content: 0,
+            content,
         };
         let change = self.reevaluate(id, &mut device, secs(now));
         let saved = Saved(key.clone(), old);

@@ -306,15 +306,14 @@ impl Devices {
             let mut fleet = self.shared.write();
             for (received, &tag) in batch.iter_mut().zip(&tags) {
                 let id = received.report.device.id.as_str();
-                let stored_tag = fleet.content(id);
-                let Some((before, change)) = fleet.ingest_undoable(&received.report, now) else {
+                let Some((before, change)) = fleet.ingest_undoable(&received.report, tag, now) else {
                     outcome.stale += 1;
                     continue;
                 };
+                let repeat = tag != 0 && tag == before.content();
                 saved.push(before);
                 outcome.accepted += 1;
-                fleet.set_content(id, tag);
-                if tag != 0 && tag == stored_tag {
+                if repeat {
                     // Only the check-in time is new: a few bytes instead of
                     // the whole report (most check-ins of a healthy fleet).
                     let at = received
