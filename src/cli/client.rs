@@ -263,7 +263,8 @@ fn short(sha: &Value) -> String {
     sha.as_str().map_or("-".to_string(), |s| s.chars().take(12).collect())
 }
 
-fn phase_text(p: &Value) -> String {
+/// A promotion's phase as `tollgate status` words it.
+pub(crate) fn phase_text(p: &Value) -> String {
     let phase = &p["phase"];
     let name = phase["phase"].as_str().unwrap_or("?");
     let ring = phase["ring"]

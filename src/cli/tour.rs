@@ -35,7 +35,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::client::{
-    approve_cmd, audit_verify_cmd, status_cmd, Api, ApiToken, ApproveArgs, AuditVerifyArgs, ServerArgs, StatusArgs,
+    approve_cmd, audit_verify_cmd, phase_text, status_cmd, Api, ApiToken, ApproveArgs, AuditVerifyArgs, ServerArgs,
+    StatusArgs,
 };
 use super::drift::{drift_cmd, DriftArgs};
 use super::quickstart::{append_commit, SampleCommit, SampleController};
@@ -1038,20 +1039,6 @@ fn reading_text(reading: &Value, gate: &Value) -> String {
         }
         Some("no_data") => format!("no evidence: {}", reading["reason"].as_str().unwrap_or("?")),
         _ => reading.to_string(),
-    }
-}
-
-/// A promotion's phase as `tollgate status` words it.
-fn phase_text(p: &Value) -> String {
-    let phase = &p["phase"];
-    let name = phase["phase"].as_str().unwrap_or("?");
-    let ring = phase["ring"]
-        .as_u64()
-        .and_then(|r| p["rings"][r as usize]["name"].as_str());
-    match (name, ring) {
-        ("halted", _) => format!("halted: {}", phase["reason"].as_str().unwrap_or("")),
-        (_, Some(ring)) => format!("{name} ({ring})"),
-        (_, None) => name.to_string(),
     }
 }
 
