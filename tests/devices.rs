@@ -1059,3 +1059,55 @@ async fn a_check_in_that_changes_nothing_else_stores_only_its_time() {
         (Some(secs(t5).as_str()), Some("18.1"))
     );
 }
+
+#[tokio::test]
+async fn stored_rows_that_no_longer_read_are_skipped_and_the_earlier_form_still_reads() {
+    let (dir, h) = adopted().await;
+    let digest = h.desired_digest("broad").await;
+    let at = h.now();
+    let (status, v) = h
+        .report(&[
+            device("kept-1", &["phones"], "18.0", at, &digest, "applied", &[]),
+            device("older-1", &["phones"], "18.0", at, &digest, "applied", &[]),
+            device("broken-1", &["phones"], "18.0", at, &digest, "applied", &[]),
+        ])
+        .await;
+    assert_eq!((status, v["accepted"].as_u64()), (200, Some(3)), "{v}");
+    h.shut_down().await;
+
+    // Rewrite two rows behind the controller's back: one in the form earlier
+    // versions stored (no `schema`), one that breaks today's rules.
+    let db = store::open(&format!("sqlite://{}", dir.path().join("state.db").display()))
+        .await
+        .unwrap();
+    let mut older = db.kv_get("device/older-1").await.unwrap().unwrap();
+    older.as_object_mut().unwrap().remove("schema");
+    let mut broken = db.kv_get("device/broken-1").await.unwrap().unwrap();
+    broken["os"]["version"] = json!("");
+    db.commit(store::Transition {
+        kv: vec![
+            ("device/older-1".into(), Some(older)),
+            ("device/broken-1".into(), Some(broken)),
+        ],
+        ..store::Transition::default()
+    })
+    .await
+    .unwrap();
+    drop(db);
+
+    let h = serve(dir.path(), Arc::new(Mutex::new(at + Duration::minutes(1)))).await;
+    h.pass().await;
+    let metrics = metrics_text(&h).await;
+    assert!(metrics.contains("tollgate_devices 2"), "{metrics}");
+    for (id, want) in [("kept-1", 200), ("older-1", 200), ("broken-1", 404)] {
+        let (status, d, _) = h.call("GET", &format!("/v1/devices/{id}"), "vera", None).await;
+        assert_eq!(status, want, "{id}: {d}");
+    }
+    // The skipped device is back with its next report, even an old one.
+    let (_, v) = h
+        .report(&[device("broken-1", &["phones"], "18.0", at, &digest, "applied", &[])])
+        .await;
+    assert_eq!(v["accepted"], 1, "{v}");
+    let (status, _, _) = h.call("GET", "/v1/devices/broken-1", "vera", None).await;
+    assert_eq!(status, 200);
+}
