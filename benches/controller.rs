@@ -35,6 +35,7 @@
 #[allow(dead_code)]
 mod fixture;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,7 +48,8 @@ use tokio::runtime::Runtime;
 
 use tollgate::audit::{Action, AuditChain, ChainHead};
 use tollgate::cli::quickstart::{write_sample_repo, HISTORY};
-use tollgate::controller::service::plan_revision;
+use tollgate::controller::desired::Desired;
+use tollgate::controller::planning::plan_revision;
 use tollgate::controller::Controller;
 use tollgate::ids::CommitSha;
 use tollgate::source::git::clone_or_fetch;
@@ -112,6 +114,8 @@ struct Rig {
     controller: Controller,
     /// The revision the first ring runs, which every change is planned against.
     base: CommitSha,
+    /// What every ring runs after the adoption, by ring name.
+    rings: BTreeMap<String, Desired>,
     changes: u32,
     /// Fetches into the controller's mirror since it was last cloned afresh.
     fetches: u32,
@@ -137,12 +141,14 @@ impl Rig {
         let store = rt.block_on(store::open(&url)).unwrap();
         let controller = fixture::controller(store, &repo, dir.path().join("mirror"));
         let base = rt.block_on(controller.adopt(base, "operator", Utc::now())).unwrap();
+        let rings = rt.block_on(controller.ring_states()).unwrap();
         Rig {
             dir,
             repo,
             file: file.to_string(),
             controller,
             base,
+            rings,
             changes: 0,
             fetches: 0,
         }
@@ -267,7 +273,7 @@ fn commit_to_promotion_parts(c: &mut Criterion) {
         fresh_mirror(&url, &mirror);
         let (_, tip) = clone_or_fetch(&url, "main", &mirror).unwrap();
         group.bench_function(BenchmarkId::new("plan", name), |b| {
-            b.iter(|| plan_revision(&mirror, Some(&rig.base), &tip, Utc::now()).unwrap())
+            b.iter(|| plan_revision(&mirror, Some(&rig.base), &rig.rings, &tip, Utc::now()).unwrap())
         });
         // A pass with nothing new: a fetch that brings nothing and one read.
         fresh_mirror(&url, &rig.mirror());
@@ -324,7 +330,7 @@ fn mirror_growth(c: &mut Criterion) {
         // more commit, so the trigger numbers are from this many fetches on.
         let (_, tip) = clone_or_fetch(&url, "main", &mirror).unwrap();
         group.bench_function(BenchmarkId::new("plan/fleet_1000", &id), |b| {
-            b.iter(|| plan_revision(&mirror, Some(&rig.base), &tip, Utc::now()).unwrap())
+            b.iter(|| plan_revision(&mirror, Some(&rig.base), &rig.rings, &tip, Utc::now()).unwrap())
         });
         group.bench_function(BenchmarkId::new("trigger/fleet_1000", &id), |b| {
             b.iter_custom(|iters| {

@@ -11,7 +11,7 @@ use tollgate::format::{Gate, Window};
 use tollgate::ids::{CommitSha, Digest};
 use tollgate::promotion::{
     next, ApprovalResult, BreakGlass, ChangeItem, Effect, Facts, GateReading, OperatorRequest, Phase, Promotion,
-    PromotionKind, Review, ReviewState, RingPlan, StaticMembership,
+    PromotionKind, Review, ReviewState, RingChanges, RingPlan, StaticMembership,
 };
 use tollgate::risk::{GateFailure, Requirements};
 
@@ -61,6 +61,14 @@ fn req(tier: u8) -> Requirements {
     }
 }
 
+/// What every ring runs in these tests, as the plan saw it.
+const RUNS: &str = "sha256:runs";
+
+fn ring_content() -> &'static [String] {
+    static CONTENT: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    CONTENT.get_or_init(|| vec![RUNS.to_string(); 3])
+}
+
 fn promotion(tier: u8) -> Promotion {
     let gate = Some(Gate {
         min_applied: 0.95,
@@ -84,8 +92,21 @@ fn promotion(tier: u8) -> Promotion {
             requirements: req(tier),
             digest: digest(),
         }],
+        ring_changes: (0..3)
+            .map(|_| RingChanges {
+                against: RUNS.into(),
+                tier,
+                changes: vec![ChangeItem {
+                    key: "baseline/corp-ios".into(),
+                    tier,
+                    requirements: req(tier),
+                    digest: digest(),
+                }],
+            })
+            .collect(),
         author: "alice".into(),
         last_pusher: "alice".into(),
+        authors: vec!["alice".into()],
         rings: vec![
             RingPlan {
                 name: "canary".into(),
@@ -152,6 +173,7 @@ fn facts<'a>(now: DateTime<Utc>, reviews: &'a [Review], m: &'a StaticMembership,
         gate,
         halt: None,
         superseded_by: None,
+        ring_content: ring_content(),
     }
 }
 
@@ -493,7 +515,7 @@ proptest! {
                 }
                 Event::Halt => halt = Some(OperatorRequest { actor: "op".into(), reason: "test".into() }),
             }
-            let f = Facts { now, reviews: &reviews, members: &m, gate: gate.clone(), halt, superseded_by: None };
+            let f = Facts { now, reviews: &reviews, members: &m, gate: gate.clone(), halt, superseded_by: None, ring_content: ring_content() };
             let (np, fx) = next(&p, &f);
             if np.phase != p.phase {
                 prop_assert!(fx.iter().any(|e| matches!(e, Effect::Audit { .. })), "{:?} -> {:?} unaudited", p.phase, np.phase);
@@ -524,4 +546,109 @@ proptest! {
             p = np;
         }
     }
+}
+
+/// A T3 change the first ring already runs (an earlier promotion reached only
+/// canary), carried by a T0 edit: canary's plan is T0, pilot's is T3.
+fn split(p: &mut Promotion) {
+    let trust = ChangeItem {
+        key: "baseline/corp-trust".into(),
+        tier: 3,
+        requirements: req(3),
+        digest: Some(Digest::from_canonical_bytes(b"new trust anchor")),
+    };
+    for rc in &mut p.ring_changes[1..] {
+        rc.changes.push(trust.clone());
+        rc.tier = 3;
+    }
+    p.tier = 3;
+}
+
+#[test]
+fn a_later_ring_is_judged_by_what_it_runs_not_by_the_first_ring() {
+    let m = members();
+    let mut p = promotion(0);
+    split(&mut p);
+    // Canary runs the trust anchor already: the T0 edit moves at once, but
+    // soaks as long as the T3 content demands (it never passed a gate).
+    let (p, fx) = next(&p, &facts(t0(), &[], &m, healthy()));
+    assert_eq!(published(&fx), ["canary"]);
+    let Phase::Soaking { until, .. } = p.phase else {
+        panic!("{:?}", p.phase)
+    };
+    assert_eq!(until, t0() + Duration::hours(2), "the T3 content's doubled soak");
+    // Pilot would receive the trust anchor: two approvals, one from
+    // mdm-security, given after canary passed.
+    let (p, fx) = next(&p, &facts(t0() + Duration::hours(2), &[], &m, healthy()));
+    assert_eq!(audits(&fx), ["gate_passed"]);
+    assert_eq!(p.phase, Phase::PendingApproval { ring: 1 });
+    assert!(published(&fx).is_empty());
+    let missing: Vec<&str> = p.approvals.iter().map(|a| a.missing.as_str()).collect();
+    assert!(missing.iter().any(|m| m.contains("0 of 2")), "{missing:?}");
+    // Approvals that saw only the T0 edit's document do not cover the anchor.
+    let partial = |who: &str, at| Review {
+        digests: [("baseline/corp-ios".to_string(), digest())].into(),
+        ..approval(who, at)
+    };
+    let late = t0() + Duration::hours(2) + Duration::minutes(5);
+    let reviews = [partial("sec1", late), partial("ios1", late)];
+    let (p, fx) = next(&p, &facts(late, &reviews, &m, healthy()));
+    assert!(published(&fx).is_empty());
+    assert!(p
+        .approvals
+        .iter()
+        .any(|a| a.rejected.iter().any(|r| r.reason.contains("digests differ"))));
+    // Reviews of everything pilot receives count.
+    let full = |who: &str| Review {
+        digests: p.review_digests(),
+        ..approval(who, late)
+    };
+    let reviews = [full("sec1"), full("ios1")];
+    let (p, fx) = next(&p, &facts(late, &reviews, &m, healthy()));
+    assert_eq!(published(&fx), ["pilot"]);
+    assert!(matches!(p.phase, Phase::Soaking { ring: 1, .. }));
+}
+
+#[test]
+fn a_ring_that_runs_other_content_than_its_plan_does_not_move() {
+    let m = members();
+    let p = promotion(0);
+    let moved = vec!["sha256:something-else".to_string(); 3];
+    let f = Facts {
+        ring_content: &moved,
+        ..facts(t0(), &[], &m, healthy())
+    };
+    let (same, fx) = next(&p, &f);
+    assert_eq!(same.phase, Phase::PendingApproval { ring: 0 });
+    assert!(fx.is_empty());
+    // Approved while the ring's content moves: back to waiting, audited.
+    let mut approved = p.clone();
+    approved.phase = Phase::Approved { ring: 0 };
+    let (back, fx) = next(&approved, &f);
+    assert_eq!(back.phase, Phase::PendingApproval { ring: 0 });
+    assert_eq!(audits(&fx), ["ring_content_changed"]);
+    assert!(published(&fx).is_empty());
+    // A promotion planned before per-ring plans existed has none: it waits.
+    let mut legacy = p.clone();
+    legacy.ring_changes.clear();
+    let (same, fx) = next(&legacy, &facts(t0(), &[], &m, healthy()));
+    assert_eq!(same.phase, Phase::PendingApproval { ring: 0 });
+    assert!(published(&fx).is_empty());
+}
+
+#[test]
+fn no_author_or_committer_of_any_commit_of_the_change_approves_it() {
+    let m = members();
+    let mut p = promotion(1);
+    // ios1 wrote the change; "ci" made the tip commit on top of it.
+    p.author = "ci".into();
+    p.last_pusher = "ci".into();
+    p.authors = vec!["ios1".into(), "ci".into()];
+    let reviews = [approval("ios1", t0())];
+    let (p, fx) = next(&p, &facts(t0(), &reviews, &m, healthy()));
+    assert!(published(&fx).is_empty());
+    assert_eq!(
+        p.approvals[0].rejected[0].reason,
+        "authored or committed a commit of this change"
+    );
 }

@@ -138,13 +138,17 @@ pub enum Action {
     FindingClosed,
     SourceError,
     SourceRecovered,
+    RingPlanned,
+    RingContentChanged,
+    ReviewsCarriedOver,
+    RevisionRefused,
     /// An action name this version does not know.
     Other(String),
 }
 
 impl Action {
     /// Every action this version knows, in the order of the enum.
-    pub const KNOWN: [Action; 25] = [
+    pub const KNOWN: [Action; 29] = [
         Action::PlanRecorded,
         Action::PromotionCreated,
         Action::ApprovalCounted,
@@ -170,6 +174,10 @@ impl Action {
         Action::FindingClosed,
         Action::SourceError,
         Action::SourceRecovered,
+        Action::RingPlanned,
+        Action::RingContentChanged,
+        Action::ReviewsCarriedOver,
+        Action::RevisionRefused,
     ];
 
     pub fn as_str(&self) -> &str {
@@ -199,6 +207,10 @@ impl Action {
             Action::FindingClosed => "finding_closed",
             Action::SourceError => "source_error",
             Action::SourceRecovered => "source_recovered",
+            Action::RingPlanned => "ring_planned",
+            Action::RingContentChanged => "ring_content_changed",
+            Action::ReviewsCarriedOver => "reviews_carried_over",
+            Action::RevisionRefused => "revision_refused",
             Action::Other(name) => name,
         }
     }

@@ -63,12 +63,43 @@ impl Desired {
     }
 }
 
-/// Publishes `p` into `current`. Returns the new desired state and the audit
-/// events (action, details) for pins held, set or released.
-pub fn publish(mut d: Desired, p: &Promotion, now: DateTime<Utc>) -> (Desired, Vec<(String, Value)>) {
+impl Desired {
+    /// What the ring runs, as one value: `sha256:` over every document key and
+    /// digest, in key order. Two rings with the same fingerprint run the same
+    /// content; a change promotion's per-ring plan names the fingerprint it was
+    /// made against, so a ring whose content moved is planned again.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(self.documents.iter().map(|(k, d)| (k.as_str(), &d.digest)))
+    }
+}
+
+/// [`Desired::fingerprint`] of a ring that runs `documents`.
+pub fn fingerprint<'a>(documents: impl IntoIterator<Item = (&'a str, &'a Digest)>) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut sorted: Vec<(&str, &Digest)> = documents.into_iter().collect();
+    sorted.sort();
+    let mut h = Sha256::new();
+    for (key, digest) in sorted {
+        h.update(key.as_bytes());
+        h.update(b"=");
+        h.update(digest.as_str().as_bytes());
+        h.update(b"\n");
+    }
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+/// Publishes `p` into `current`, ring `ring` of the promotion: the changes
+/// planned for that ring (a rollback's own). Returns the new desired state and
+/// the audit events (action, details) for pins held, set or released.
+pub fn publish(mut d: Desired, p: &Promotion, ring: usize, now: DateTime<Utc>) -> (Desired, Vec<(String, Value)>) {
     let mut events = Vec::new();
+    let changes: &[crate::promotion::ChangeItem] = match p.kind {
+        PromotionKind::Rollback => &p.changes,
+        // The machine only publishes a ring planned against what it runs.
+        PromotionKind::Change => p.ring_changes.get(ring).map(|rc| rc.changes.as_slice()).unwrap_or(&[]),
+    };
     // Devices run baselines and exceptions; governance files only steer Tollgate.
-    for c in p.changes.iter().filter(|c| !c.key.starts_with("governance/")) {
+    for c in changes.iter().filter(|c| !c.key.starts_with("governance/")) {
         match p.kind {
             PromotionKind::Rollback => {
                 let replaced = d.documents.get(&c.key).cloned();

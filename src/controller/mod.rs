@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod desired;
+pub mod planning;
 pub mod rollback;
 pub mod service;
 

@@ -284,8 +284,10 @@ impl Controller {
                 requirements: plan.requirements.clone(),
                 digest: plan.target_digest.clone(),
             }],
+            ring_changes: Vec::new(),
             author: actor.to_string(),
             last_pusher: actor.to_string(),
+            authors: vec![actor.to_string()],
             rings: governing
                 .promotion
                 .rings

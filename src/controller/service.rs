@@ -7,6 +7,7 @@
 //! either the whole transition or none of it, and the next pass recomputes
 //! the same step: nothing is promoted twice and no audit event is lost.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -17,21 +18,19 @@ use tokio::sync::Mutex;
 
 use super::desired;
 pub use super::desired::Desired;
+use super::planning::{plan_revision, replan_ring, Planned};
 use crate::audit::{Action, AuditChain, ChainHead};
 use crate::catalog::Catalog;
-use crate::cli::plan::{compute_plan, PlanArgs, PlanOutcome};
-use crate::format::Config;
 use crate::ids::CommitSha;
 use crate::promotion::{
-    next, ChangeItem, Effect, Facts, GateReading, OperatorRequest, Phase, Promotion, PromotionKind, Review,
-    ReviewState, RingPlan, StaticMembership,
+    next, Effect, Facts, GateReading, OperatorRequest, Phase, Promotion, PromotionKind, Review, ReviewState,
+    StaticMembership,
 };
 use crate::snapshot::Snapshot;
 use crate::source::git::{clone_or_fetch, GitRepo};
 use crate::store::{
     AuditRow, NewReview, PromotionFilter, PromotionRecord, PromotionWrite, Store, StoreError, Transition,
 };
-use crate::tree::RepoPath;
 
 /// What devices report about a ring; the device work implements it. Until
 /// then [`NoDevices`] answers: no evidence, so no gate passes.
@@ -64,6 +63,17 @@ pub enum ControllerError {
         revision: String,
         #[source]
         source: anyhow::Error,
+    },
+    #[error("revision {revision} is not promoted: {} invalid document(s): {}", errors.len(), errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Invalid {
+        revision: CommitSha,
+        errors: Vec<crate::format::FormatError>,
+    },
+    #[error("stored {key} is unreadable")]
+    CorruptState {
+        key: String,
+        #[source]
+        source: serde_json::Error,
     },
     #[error("promoted revision {promoted} is not an ancestor of {tip}: history was rewritten (force-push?); refusing to plan across it")]
     HistoryRewritten { promoted: String, tip: String },
@@ -128,8 +138,8 @@ fn auto_rollback(before: &Promotion, after: &Promotion, fx: &[Effect]) -> Option
         return None;
     }
     let ring = before.phase.ring()?;
-    let baselines: Vec<(String, crate::ids::Digest)> = before
-        .changes
+    let changes = before.ring_changes.get(ring).map(|rc| rc.changes.as_slice())?;
+    let baselines: Vec<(String, crate::ids::Digest)> = changes
         .iter()
         .filter(|c| c.requirements.on_gate_failure == crate::risk::GateFailure::Rollback)
         .filter_map(|c| Some((c.key.strip_prefix("baseline/")?.to_string(), c.digest.clone()?)))
@@ -160,12 +170,17 @@ pub struct Controller {
     /// All writes go through here: one writer keeps the audit chain linear.
     write: Mutex<()>,
     pub identity: String,
+    /// Called on the planning thread before each plan (instrumentation; the
+    /// tests use it to hold planning while they act).
+    plan_hook: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// Keys of the store's key/value table.
 pub mod keys {
     pub const SOURCE_TIP: &str = "source/tip";
     pub const SOURCE_STATUS: &str = "source/status";
+    /// The last tip that was not promoted, and why (once per tip).
+    pub const SOURCE_REFUSED: &str = "source/refused";
     pub fn desired(ring: &str) -> String {
         format!("desired/{ring}")
     }
@@ -192,7 +207,14 @@ impl Controller {
             health,
             write: Mutex::new(()),
             identity: "controller".into(),
+            plan_hook: None,
         }
+    }
+
+    /// Runs `hook` on the planning thread before every plan of a new tip.
+    pub fn with_plan_hook(mut self, hook: Arc<dyn Fn() + Send + Sync>) -> Self {
+        self.plan_hook = Some(hook);
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -227,25 +249,163 @@ impl Controller {
     }
 
     /// Fetches the source and, for a new tip, plans it and creates its
-    /// promotion (superseding older live ones). Returns the new promotion id.
+    /// promotion (superseding older live ones, whose reviews carry over: they
+    /// count wherever they saw the same digests). Returns the new promotion id.
+    ///
+    /// Planning runs outside the write lock, so halts, approvals and reports
+    /// never wait for it; the result is committed only if no other pass
+    /// created the promotion meanwhile.
     pub async fn poll(&self, now: DateTime<Utc>) -> Result<Option<i64>, ControllerError> {
         let (url, branch, mirror) = (self.url.clone(), self.branch.clone(), self.mirror.clone());
         let tip = tokio::task::spawn_blocking(move || clone_or_fetch(&url, &branch, &mirror).map(|(_, tip)| tip))
             .await
             .map_err(|e| ControllerError::Join(e.to_string()))??;
-        let _w = self.write.lock().await;
-        let seen = self.store.kv_get(keys::SOURCE_TIP).await?;
-        if seen.as_ref().and_then(Value::as_str) == Some(tip.as_str()) {
+        if self.seen_tip().await?.as_ref() == Some(&tip) {
             return Ok(None);
         }
-        let base = self.first_ring_revision().await?;
+        // Promotions of revisions the branch no longer has stop at once,
+        // whatever becomes of the new tip.
+        self.supersede_dropped(&tip, now).await?;
+        let rings = self.ring_states().await?;
+        let governing = first_ring_revision(&rings);
         let mirror = self.mirror.clone();
-        let (tip2, base2) = (tip.clone(), base.clone());
-        let planned = tokio::task::spawn_blocking(move || plan_revision(&mirror, base2.as_ref(), &tip2, now))
-            .await
-            .map_err(|e| ControllerError::Join(e.to_string()))??;
+        let tip2 = tip.clone();
+        let hook = self.plan_hook.clone();
+        let planned = tokio::task::spawn_blocking(move || {
+            if let Some(hook) = hook {
+                hook();
+            }
+            plan_revision(&mirror, governing.as_ref(), &rings, &tip2, now)
+        })
+        .await
+        .map_err(|e| ControllerError::Join(e.to_string()))?;
+        let planned = match planned {
+            Ok(p) => p,
+            Err(e @ ControllerError::Invalid { .. }) => {
+                self.refused(&tip, &e, now).await?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        self.create(planned, &tip, now).await.map(Some)
+    }
+
+    /// Records, once per tip, that a revision is not promoted and why.
+    async fn refused(&self, tip: &CommitSha, why: &ControllerError, now: DateTime<Utc>) -> Result<(), ControllerError> {
+        let _w = self.write.lock().await;
+        let already = self.store.kv_get(keys::SOURCE_REFUSED).await?;
+        if already.as_ref().and_then(|v| v.get("revision")).and_then(Value::as_str) == Some(tip.as_str()) {
+            return Ok(());
+        }
+        let errors: Vec<String> = match why {
+            ControllerError::Invalid { errors, .. } => errors.iter().map(|e| e.to_string()).collect(),
+            other => vec![crate::http::error::chain(other)],
+        };
+        let record = json!({"revision": tip, "errors": errors});
+        let t = Transition {
+            kv: vec![(keys::SOURCE_REFUSED.into(), Some(record.clone()))],
+            ..Default::default()
+        };
+        let event = (
+            self.identity.clone(),
+            "revision_refused".to_string(),
+            format!("revision/{tip}"),
+            record,
+        );
+        self.commit(t, vec![event], now).await
+    }
+
+    /// The tip the newest promotion was created for.
+    async fn seen_tip(&self) -> Result<Option<CommitSha>, ControllerError> {
+        Ok(self
+            .store
+            .kv_get(keys::SOURCE_TIP)
+            .await?
+            .and_then(|v| v.as_str().map(CommitSha::new)))
+    }
+
+    /// Supersedes live change promotions whose revision is not on the branch
+    /// any more (a force-push dropped it): they are never published.
+    async fn supersede_dropped(&self, tip: &CommitSha, now: DateTime<Utc>) -> Result<(), ControllerError> {
+        let live: Vec<(i64, CommitSha)> = self
+            .live()
+            .await?
+            .into_iter()
+            .filter(|(_, s)| s.promotion.kind == PromotionKind::Change)
+            .map(|(rec, s)| (rec.id, s.promotion.revision))
+            .collect();
+        if live.is_empty() {
+            return Ok(());
+        }
+        let mirror = self.mirror.clone();
+        let tip2 = tip.clone();
+        let dropped: Vec<i64> = tokio::task::spawn_blocking(move || -> Result<Vec<i64>, ControllerError> {
+            let git = GitRepo::open(&mirror)?;
+            // A revision that cannot be found is treated as dropped: never
+            // promote on missing facts.
+            Ok(live
+                .into_iter()
+                .filter(|(_, rev)| !git.is_ancestor(rev, &tip2).unwrap_or(false))
+                .map(|(id, _)| id)
+                .collect())
+        })
+        .await
+        .map_err(|e| ControllerError::Join(e.to_string()))??;
+        if dropped.is_empty() {
+            return Ok(());
+        }
+        let _w = self.write.lock().await;
         let mut t = Transition::default();
         let mut events = Vec::new();
+        for id in dropped {
+            let (rec, stored) = self.load(id).await?;
+            if stored.promotion.phase.is_terminal() {
+                continue;
+            }
+            let facts = Facts {
+                now,
+                reviews: &[],
+                members: &stored.members,
+                gate: GateReading::NoData {
+                    reason: "superseded".into(),
+                },
+                halt: None,
+                superseded_by: Some(tip.clone()),
+                ring_content: &[],
+            };
+            let (p, mut fx) = next(&stored.promotion, &facts);
+            for e in &mut fx {
+                if let Effect::Audit { action, details, .. } = e {
+                    if action == "promotion_superseded" {
+                        details["reason"] = json!(format!(
+                            "revision {} is no longer on branch {}: history was rewritten",
+                            stored.promotion.revision, self.branch
+                        ));
+                    }
+                }
+            }
+            self.collect(&mut t, &mut events, &rec, p, stored.members.clone(), fx, now)
+                .await?;
+        }
+        self.commit(t, events, now).await
+    }
+
+    /// Creates the promotion of `tip` from its plan, superseding older live
+    /// change promotions and carrying their reviews over.
+    async fn create(&self, planned: Planned, tip: &CommitSha, now: DateTime<Utc>) -> Result<i64, ControllerError> {
+        let _w = self.write.lock().await;
+        if self.seen_tip().await?.as_ref() == Some(tip) {
+            // Another pass planned the same tip meanwhile.
+            let filter = PromotionFilter {
+                limit: 1,
+                ..Default::default()
+            };
+            return Ok(self.store.promotions(filter).await?.first().map(|r| r.id).unwrap_or(0));
+        }
+        let id = self.store.reserve_promotion_id().await?;
+        let mut t = Transition::default();
+        let mut events = Vec::new();
+        let mut carried = Vec::new();
         // Older live promotions give way to the newer revision.
         for (rec, stored) in self
             .live()
@@ -263,12 +423,15 @@ impl Controller {
                 },
                 halt: None,
                 superseded_by: Some(tip.clone()),
+                ring_content: &[],
             };
             let (p, fx) = next(&stored.promotion, &facts);
             self.collect(&mut t, &mut events, &rec, p, stored.members.clone(), fx, now)
                 .await?;
+            if !reviews.is_empty() {
+                carried.push((rec.id, reviews));
+            }
         }
-        let id = self.store.reserve_promotion_id().await?;
         let mut promotion = planned.promotion;
         promotion.id = id;
         promotion.created_at = now;
@@ -282,9 +445,12 @@ impl Controller {
         events.push((
             "controller".to_string(),
             "promotion_created".to_string(),
-            subject,
+            subject.clone(),
             json!({"revision": promotion.revision, "base": promotion.base, "tier": promotion.tier,
-                   "violations": promotion.violations}),
+                   "violations": promotion.violations, "authors": promotion.authors,
+                   "rings": promotion.ring_changes.iter().zip(&promotion.rings)
+                       .map(|(rc, r)| json!({"ring": r.name, "tier": rc.tier, "changes": rc.changes.len()}))
+                       .collect::<Vec<_>>()}),
         ));
         let body = serde_json::to_value(StoredPromotion {
             promotion: promotion.clone(),
@@ -298,24 +464,172 @@ impl Controller {
             phase: promotion.phase.name().into(),
             body,
         });
+        // Approvals bind to digests, not commits (DESIGN 6): a revision that
+        // leaves every digest as it was keeps them, since each review still
+        // saw exactly what is promoted; any content change makes them stop
+        // counting for the documents it touches.
+        for (from, reviews) in carried {
+            for r in &reviews {
+                t.reviews.push(NewReview {
+                    promotion_id: id,
+                    reviewer: r.reviewer.clone(),
+                    state: serde_json::to_value(r.state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
+                    at: r.at,
+                    body: serde_json::to_value(r).expect("reviews serialise"),
+                });
+            }
+            events.push((
+                "controller".to_string(),
+                "reviews_carried_over".to_string(),
+                subject.clone(),
+                json!({"from": format!("promotion/{from}"), "reviews": reviews.len(),
+                       "reviewers": reviews.iter().map(|r| r.reviewer.as_str()).collect::<Vec<_>>()}),
+            ));
+        }
         t.kv.push((keys::SOURCE_TIP.into(), Some(json!(tip.as_str()))));
         self.commit(t, events, now).await?;
-        Ok(Some(id))
+        Ok(id)
     }
 
-    /// Drives every live promotion as far as the facts allow.
+    /// Drives every live promotion as far as the facts allow. A change
+    /// promotion whose next ring runs other content than it was planned
+    /// against is planned again first (outside the write lock).
     pub async fn reconcile(&self, now: DateTime<Utc>) -> Result<usize, ControllerError> {
+        let replans = self.replans(now).await?;
         let mut moved = 0;
         {
             let _w = self.write.lock().await;
-            for (rec, stored) in self.live().await? {
-                if self.step(&rec, stored, now).await? {
+            let rings = self.ring_states().await?;
+            for (rec, mut stored) in self.live().await? {
+                let mut extra = Vec::new();
+                if let Some(found) = replans.get(&rec.id) {
+                    for (ring, (rc, people, violations)) in found {
+                        let p = &mut stored.promotion;
+                        let now_runs = ring_fingerprint(&rings, p, *ring);
+                        if now_runs.as_deref() != Some(rc.against.as_str()) {
+                            continue; // moved again meanwhile: the next pass plans it
+                        }
+                        if p.ring_changes.len() <= *ring {
+                            p.ring_changes.resize(
+                                *ring + 1,
+                                crate::promotion::RingChanges {
+                                    against: String::new(),
+                                    tier: 0,
+                                    changes: Vec::new(),
+                                },
+                            );
+                        }
+                        p.ring_changes[*ring] = rc.clone();
+                        p.tier = p.tier.max(rc.tier);
+                        for who in people {
+                            if !p.authors.contains(who) {
+                                p.authors.push(who.clone());
+                            }
+                        }
+                        for v in violations {
+                            if !p.violations.contains(v) {
+                                p.violations.push(v.clone());
+                            }
+                        }
+                        extra.push((
+                            self.identity.clone(),
+                            "ring_planned".to_string(),
+                            format!("promotion/{}", rec.id),
+                            json!({"ring": p.rings[*ring].name, "tier": rc.tier, "against": rc.against,
+                                   "changes": rc.changes.iter().map(|c| json!({"key": c.key, "tier": c.tier, "digest": c.digest})).collect::<Vec<_>>(),
+                                   "violations": violations}),
+                        ));
+                    }
+                }
+                if self.step(&rec, stored, &rings, extra, now).await? {
                     moved += 1;
                 }
             }
         }
         moved += self.auto_rollbacks(now).await?;
         Ok(moved)
+    }
+
+    /// Plans, outside the write lock, every ring a live change promotion is
+    /// about to judge (its current ring and the next) whose plan was made
+    /// against other content than the ring runs now.
+    #[allow(clippy::type_complexity)]
+    async fn replans(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<
+        BTreeMap<i64, Vec<(usize, (crate::promotion::RingChanges, BTreeSet<String>, Vec<String>))>>,
+        ControllerError,
+    > {
+        let rings = self.ring_states().await?;
+        let mut work = Vec::new();
+        for (rec, stored) in self.live().await? {
+            let p = &stored.promotion;
+            if p.kind != PromotionKind::Change {
+                continue;
+            }
+            // The ring it waits to publish, or the next one while soaking
+            // (the ring soaking already runs what it published).
+            let ring = match &p.phase {
+                Phase::Soaking { ring, .. } => ring + 1,
+                phase => match phase.ring() {
+                    Some(ring) => ring,
+                    None => continue,
+                },
+            };
+            if ring < p.rings.len() {
+                let now_runs = ring_fingerprint(&rings, p, ring);
+                let planned = p.ring_changes.get(ring).map(|rc| rc.against.as_str());
+                if now_runs.is_some() && planned != now_runs.as_deref() {
+                    let desired = rings
+                        .get(&p.rings[ring].name)
+                        .cloned()
+                        .unwrap_or_else(|| Desired::empty(&p.rings[ring].name, ring, now));
+                    work.push((rec.id, ring, p.clone(), desired));
+                }
+            }
+        }
+        let mut out: BTreeMap<i64, Vec<_>> = BTreeMap::new();
+        if work.is_empty() {
+            return Ok(out);
+        }
+        let mirror = self.mirror.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            work.into_iter()
+                .map(|(id, ring, p, desired)| (id, ring, replan_ring(&mirror, &p, &desired, now)))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| ControllerError::Join(e.to_string()))?;
+        for (id, ring, result) in done {
+            match result {
+                Ok(r) => out.entry(id).or_default().push((ring, r)),
+                // The ring stays unplanned and does not move; the loop reports why.
+                Err(e) => {
+                    tracing::error!(promotion = id, ring, error = %crate::http::error::chain(&e),
+                        "cannot plan the ring against what it runs; it does not move");
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every ring's desired state by ring name. A stored state that does not
+    /// decode is an error, never an empty ring.
+    pub async fn ring_states(&self) -> Result<BTreeMap<String, Desired>, ControllerError> {
+        let mut out = BTreeMap::new();
+        for (key, v) in self.store.kv_prefix("desired/").await? {
+            let d: Desired = serde_json::from_value(v).map_err(|source| ControllerError::CorruptState {
+                key: key.clone(),
+                source,
+            })?;
+            out.insert(d.ring.clone(), d);
+        }
+        Ok(out)
     }
 
     /// Carries out the rollbacks the policy asked for when a gate failed.
@@ -375,10 +689,14 @@ impl Controller {
     }
 
     /// One promotion, one transition. Returns whether anything changed.
+    /// `extra`: audit events of changes already made to `stored` (a ring
+    /// planned again), committed with the step.
     async fn step(
         &self,
         rec: &PromotionRecord,
         stored: StoredPromotion,
+        rings: &BTreeMap<String, Desired>,
+        extra: Vec<(String, String, String, Value)>,
         now: DateTime<Utc>,
     ) -> Result<bool, ControllerError> {
         let reviews = self.reviews(rec.id).await?;
@@ -389,11 +707,19 @@ impl Controller {
                 reason: "not soaking".into(),
             },
         };
-        let halt = self
-            .store
-            .kv_get(&keys::halt(rec.id))
-            .await?
-            .and_then(|v| serde_json::from_value::<OperatorRequest>(v).ok());
+        let halt =
+            match self.store.kv_get(&keys::halt(rec.id)).await? {
+                None => None,
+                Some(v) => Some(serde_json::from_value::<OperatorRequest>(v).map_err(|source| {
+                    ControllerError::CorruptState {
+                        key: keys::halt(rec.id),
+                        source,
+                    }
+                })?),
+            };
+        let ring_content: Vec<String> = (0..p.rings.len())
+            .filter_map(|i| ring_fingerprint(rings, p, i))
+            .collect();
         let facts = Facts {
             now,
             reviews: &reviews,
@@ -401,13 +727,14 @@ impl Controller {
             gate,
             halt: halt.clone(),
             superseded_by: None,
+            ring_content: &ring_content,
         };
         let (np, fx) = next(p, &facts);
-        if &np == p && fx.is_empty() {
+        if &np == p && fx.is_empty() && extra.is_empty() {
             return Ok(false);
         }
         let mut t = Transition::default();
-        let mut events = Vec::new();
+        let mut events = extra;
         if let Some(auto) = auto_rollback(p, &np, &fx) {
             events.push((
                 self.identity.clone(),
@@ -458,10 +785,18 @@ impl Controller {
                         Some(v) => Some(v),
                         None => self.store.kv_get(&key).await?,
                     };
-                    let current = current
-                        .and_then(|v| serde_json::from_value::<Desired>(v).ok())
-                        .unwrap_or_else(|| Desired::empty(&ring, index, now));
-                    let (next_desired, pin_events) = desired::publish(current, &p, now);
+                    // An unreadable desired state is an error, never an empty
+                    // ring: publishing over it would drop its rollback pins.
+                    let current = match current {
+                        None => Desired::empty(&ring, index, now),
+                        Some(v) => {
+                            serde_json::from_value::<Desired>(v).map_err(|source| ControllerError::CorruptState {
+                                key: key.clone(),
+                                source,
+                            })?
+                        }
+                    };
+                    let (next_desired, pin_events) = desired::publish(current, &p, index, now);
                     for (action, details) in pin_events {
                         events.push((self.identity.clone(), action, format!("promotion/{}", p.id), details));
                     }
@@ -545,7 +880,7 @@ impl Controller {
                 reviewer: reviewer.to_string(),
                 state,
                 at: now,
-                digests: p.changes.iter().map(|c| (c.key.clone(), c.digest.clone())).collect(),
+                digests: p.review_digests(),
                 bot: false,
             };
             let mut t = Transition::default();
@@ -795,136 +1130,25 @@ impl Controller {
         out.reverse(); // oldest first
         Ok(out)
     }
-
-    /// The revision in force in the first ring, which the next change is planned against.
-    async fn first_ring_revision(&self) -> Result<Option<CommitSha>, ControllerError> {
-        let mut best: Option<(DateTime<Utc>, CommitSha)> = None;
-        for (_, v) in self.store.kv_prefix("desired/").await? {
-            let Ok(d) = serde_json::from_value::<Desired>(v) else {
-                continue;
-            };
-            if let (0, Some(rev)) = (d.ring_index, d.base_revision) {
-                if best.as_ref().is_none_or(|(at, _)| d.published_at > *at) {
-                    best = Some((d.published_at, rev));
-                }
-            }
-        }
-        Ok(best.map(|(_, r)| r))
-    }
 }
 
-/// A planned revision, ready to become a promotion.
-pub struct Planned {
-    pub promotion: Promotion,
-    pub members: StaticMembership,
-    pub plan: Value,
+/// The revision in force in the first ring (the last change promotion
+/// published there): its config and policy govern the next change.
+fn first_ring_revision(rings: &BTreeMap<String, Desired>) -> Option<CommitSha> {
+    rings
+        .values()
+        .filter(|d| d.ring_index == 0)
+        .filter_map(|d| Some((d.published_at, d.base_revision.clone()?)))
+        .max_by_key(|(at, _)| *at)
+        .map(|(_, rev)| rev)
 }
 
-/// Plans `tip` against `base` (None: the repo's first governed revision)
-/// and builds its promotion. Blocking (git and regorus).
-pub fn plan_revision(
-    mirror: &std::path::Path,
-    base: Option<&CommitSha>,
-    tip: &CommitSha,
-    now: DateTime<Utc>,
-) -> Result<Planned, ControllerError> {
-    let git = GitRepo::open(mirror)?;
-    if let Some(base) = base {
-        if !git.is_ancestor(base, tip)? {
-            return Err(ControllerError::HistoryRewritten {
-                promoted: base.to_string(),
-                tip: tip.to_string(),
-            });
-        }
-    }
-    let args = PlanArgs {
-        repo: mirror.to_path_buf(),
-        base: base.map(|b| b.to_string()),
-        head: tip.to_string(),
-        fleet: None,
-        now,
-    };
-    let plan_err = |source: anyhow::Error| ControllerError::Plan {
-        revision: tip.to_string(),
-        source,
-    };
-    let outcome = compute_plan(&git, &args).map_err(plan_err)?;
-    // The governing config: the base's; for the very first revision, its own
-    // (there is nothing else), which the plan marks T3 as a governance addition.
-    let config_rev = base.unwrap_or(tip);
-    let files = git.read_paths(config_rev, &[RepoPath::new("tollgate.yaml").expect("static path")])?;
-    let (snap, _) = Snapshot::build(&files, Catalog::builtin());
-    let config: Option<Config> = snap.config.map(|c| c.doc);
-    let info = git.log(tip, 1)?.into_iter().next();
-    let author = info.as_ref().map(|c| c.author.clone()).unwrap_or_default();
-    let (plan_json, changes, tier, mut violations) = match &outcome {
-        PlanOutcome::Plan(p) => (
-            serde_json::to_value(p).expect("plans serialise"),
-            p.changes
-                .iter()
-                .map(|c| ChangeItem {
-                    key: format!("{}/{}", c.kind.as_str(), c.name),
-                    tier: c.tier,
-                    requirements: c.requirements.clone(),
-                    digest: c.digest.clone(),
-                })
-                .collect::<Vec<_>>(),
-            p.tier,
-            p.changes
-                .iter()
-                .flat_map(|c| c.violations.iter().map(move |v| format!("{}: {v}", c.name)))
-                .collect::<Vec<_>>(),
-        ),
-        PlanOutcome::Invalid { errors, .. } => (
-            json!({"errors": errors}),
-            Vec::new(),
-            3,
-            errors.iter().map(|e| format!("invalid document: {e}")).collect(),
-        ),
-    };
-    let rings: Vec<RingPlan> = config
-        .as_ref()
-        .map(|c| {
-            c.rings
-                .iter()
-                .map(|r| RingPlan {
-                    name: r.name.clone(),
-                    soak_secs: r.soak_secs,
-                    gate: r.gate,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    if rings.is_empty() {
-        violations.push("no rings: tollgate.yaml is missing at the governing revision".into());
-    }
-    let promotion = Promotion {
-        id: 0,
-        kind: PromotionKind::Change,
-        revision: tip.clone(),
-        base: base
-            .cloned()
-            .unwrap_or_else(|| CommitSha::new(crate::cli::plan::EMPTY_REVISION)),
-        tier,
-        changes,
-        author: author.clone(),
-        last_pusher: author,
-        rings,
-        windows: config.as_ref().map(|c| c.windows.clone()).unwrap_or_default(),
-        freezes: config.as_ref().map(|c| c.freezes.clone()).unwrap_or_default(),
-        violations,
-        gated: true,
-        break_glass: None,
-        reason: None,
-        phase: Phase::PendingApproval { ring: 0 },
-        ring_passed_at: Vec::new(),
-        approvals: Vec::new(),
-        created_at: now,
-    };
-    let members = config.as_ref().map(StaticMembership::from_config).unwrap_or_default();
-    Ok(Planned {
-        promotion,
-        members,
-        plan: plan_json,
+/// What ring `ring` of `p` runs now, as a fingerprint (a ring never
+/// published runs nothing).
+fn ring_fingerprint(rings: &BTreeMap<String, Desired>, p: &Promotion, ring: usize) -> Option<String> {
+    let name = &p.rings.get(ring)?.name;
+    Some(match rings.get(name) {
+        Some(d) => d.fingerprint(),
+        None => desired::fingerprint([]),
     })
 }

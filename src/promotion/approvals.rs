@@ -80,6 +80,10 @@ impl Membership for StaticMembership {
 pub struct Subject<'a> {
     pub author: &'a str,
     pub last_pusher: &'a str,
+    /// Every author and committer of every commit of the change.
+    pub authors: &'a [String],
+    /// The documents being promoted; a review counts only if it saw each of
+    /// them at exactly this digest.
     pub digests: &'a BTreeMap<String, Option<Digest>>,
     /// Reviews before this instant do not count (fresh approval per ring).
     pub not_before: Option<DateTime<Utc>>,
@@ -147,7 +151,9 @@ pub fn evaluate(req: &Requirements, reviews: &[Review], subject: &Subject, membe
             Some("the author cannot approve their own change".to_string())
         } else if reviewer == subject.last_pusher {
             Some("the last pusher cannot approve".to_string())
-        } else if &r.digests != subject.digests {
+        } else if subject.authors.iter().any(|a| a == reviewer) {
+            Some("authored or committed a commit of this change".to_string())
+        } else if !subject.digests.iter().all(|(k, d)| r.digests.get(k) == Some(d)) {
             Some("approved different content (digests differ from what is being promoted)".to_string())
         } else if subject.not_before.is_some_and(|t| r.at < t) {
             Some("given before the previous ring finished; this ring needs a fresh approval".to_string())
@@ -274,6 +280,7 @@ mod tests {
         let subject = Subject {
             author: "alice",
             last_pusher: "pusher",
+            authors: &[],
             digests: &d,
             not_before,
         };

@@ -52,6 +52,20 @@ pub struct ChangeItem {
     pub digest: Option<Digest>,
 }
 
+/// What one ring receives, judged against what that ring runs (DESIGN 7: a
+/// ring's requirements are those of the diff between its current content and
+/// the content being published, not of the diff against the first ring).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RingChanges {
+    /// Fingerprint of the ring's content when this was planned
+    /// ([`crate::controller::desired::Desired::fingerprint`]). When the ring
+    /// runs something else by the time it is promoted, the plan is stale and
+    /// the promotion waits to be planned again.
+    pub against: String,
+    pub tier: u8,
+    pub changes: Vec<ChangeItem>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BreakGlass {
     pub actor: String,
@@ -131,10 +145,21 @@ pub struct Promotion {
     pub revision: CommitSha,
     /// The revision it was planned against.
     pub base: CommitSha,
+    /// The highest tier any ring's change reaches.
     pub tier: u8,
+    /// The first ring's changes (what the plan against the first ring says).
     pub changes: Vec<ChangeItem>,
+    /// Per ring (index = ring), what that ring receives judged against what it
+    /// runs. Change promotions move a ring only with a fresh entry here;
+    /// rollbacks use `changes` for every ring.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ring_changes: Vec<RingChanges>,
     pub author: String,
     pub last_pusher: String,
+    /// Everyone who authored or committed a commit of the change, in any ring's
+    /// range (with signature verification, the signers): none may approve it.
+    #[serde(default)]
+    pub authors: Vec<String>,
     pub rings: Vec<RingPlan>,
     /// Windows by name and freezes, from the base config.
     pub windows: BTreeMap<String, Window>,
@@ -151,6 +176,34 @@ pub struct Promotion {
     /// The last approval evaluation, for people (which reviews counted and why not).
     pub approvals: Vec<ApprovalResult>,
     pub created_at: DateTime<Utc>,
+}
+
+impl Promotion {
+    /// The changes ring `ring` receives: for a change promotion, only when
+    /// planned against what the ring runs now (`content`, the ring's current
+    /// fingerprint); `None` means the ring must be planned (again) first.
+    pub fn changes_for(&self, ring: usize, content: Option<&str>) -> Option<&[ChangeItem]> {
+        match self.kind {
+            PromotionKind::Rollback => Some(&self.changes),
+            PromotionKind::Change => self
+                .ring_changes
+                .get(ring)
+                .filter(|rc| Some(rc.against.as_str()) == content)
+                .map(|rc| rc.changes.as_slice()),
+        }
+    }
+
+    /// Every change item of every ring (rollbacks: `changes`).
+    pub fn all_changes(&self) -> impl Iterator<Item = &ChangeItem> {
+        let per_ring = self.ring_changes.iter().flat_map(|rc| rc.changes.iter());
+        self.changes.iter().chain(per_ring)
+    }
+
+    /// The document digests a review of this promotion covers: every
+    /// document any ring receives, at the content being published.
+    pub fn review_digests(&self) -> BTreeMap<String, Option<Digest>> {
+        self.all_changes().map(|c| (c.key.clone(), c.digest.clone())).collect()
+    }
 }
 
 /// What a ring's devices report, judged after its soak.
@@ -185,6 +238,9 @@ pub struct Facts<'a> {
     pub gate: GateReading,
     pub halt: Option<OperatorRequest>,
     pub superseded_by: Option<CommitSha>,
+    /// Fingerprint of what each of the promotion's rings runs now (index =
+    /// ring); a ring without an entry is unknown and does not move.
+    pub ring_content: &'a [String],
 }
 
 /// What the controller must do after persisting the transition.
@@ -259,7 +315,10 @@ fn step(p: &mut Promotion, f: &Facts, measured: Option<usize>, fx: &mut Vec<Effe
             if !p.violations.is_empty() {
                 return;
             }
-            let results = evaluate_approvals(p, f, ring);
+            // Nothing moves on a plan made against content the ring no longer runs.
+            let Some(results) = evaluate_approvals(p, f, ring) else {
+                return;
+            };
             let satisfied = results.iter().all(|r| r.satisfied);
             p.approvals = results;
             if satisfied || p.break_glass.is_some() {
@@ -278,28 +337,35 @@ fn step(p: &mut Promotion, f: &Facts, measured: Option<usize>, fx: &mut Vec<Effe
         Phase::Approved { ring } | Phase::WaitingWindow { ring, .. } => {
             // Approvals count at the moment of promotion (DESIGN 6): one
             // withdrawn while the promotion waited for its window stops it.
-            if p.break_glass.is_none() {
-                let results = evaluate_approvals(p, f, ring);
-                if !results.iter().all(|r| r.satisfied) {
-                    let missing: Vec<&str> = results
-                        .iter()
-                        .map(|r| r.missing.as_str())
-                        .filter(|m| !m.is_empty())
-                        .collect();
-                    audit(
-                        p,
-                        fx,
-                        "approval_withdrawn",
-                        json!({"ring": p.rings[ring].name, "missing": missing}),
-                    );
-                    p.approvals = results;
-                    p.phase = Phase::PendingApproval { ring };
-                    return;
-                }
+            let Some(results) = evaluate_approvals(p, f, ring) else {
+                replan(p, fx, ring);
+                return;
+            };
+            if p.break_glass.is_none() && !results.iter().all(|r| r.satisfied) {
+                let missing: Vec<&str> = results
+                    .iter()
+                    .map(|r| r.missing.as_str())
+                    .filter(|m| !m.is_empty())
+                    .collect();
+                audit(
+                    p,
+                    fx,
+                    "approval_withdrawn",
+                    json!({"ring": p.rings[ring].name, "missing": missing}),
+                );
+                p.approvals = results;
+                p.phase = Phase::PendingApproval { ring };
+                return;
             }
             step_window(p, f, fx, ring);
         }
         Phase::Promoting { ring } => {
+            if p.changes_for(ring, f.ring_content.get(ring).map(String::as_str))
+                .is_none()
+            {
+                replan(p, fx, ring);
+                return;
+            }
             let r = &p.rings[ring];
             fx.push(Effect::Publish {
                 ring: r.name.clone(),
@@ -366,8 +432,21 @@ fn step(p: &mut Promotion, f: &Facts, measured: Option<usize>, fx: &mut Vec<Effe
     }
 }
 
+/// The ring runs other content than its plan was made against: back to
+/// waiting for approvals, which the controller plans again first.
+fn replan(p: &mut Promotion, fx: &mut Vec<Effect>, ring: usize) {
+    audit(
+        p,
+        fx,
+        "ring_content_changed",
+        json!({"ring": p.rings[ring].name, "from": p.phase.name(),
+               "why": "the ring runs other content than it was planned against; it is planned again"}),
+    );
+    p.phase = Phase::PendingApproval { ring };
+}
+
 fn step_window(p: &mut Promotion, f: &Facts, fx: &mut Vec<Effect>, ring: usize) {
-    match window_block(p, f.now) {
+    match window_block(p, f, ring) {
         None => {
             p.phase = Phase::Promoting { ring };
         }
@@ -390,10 +469,12 @@ fn step_window(p: &mut Promotion, f: &Facts, fx: &mut Vec<Effect>, ring: usize) 
     }
 }
 
-fn evaluate_approvals(p: &Promotion, f: &Facts, ring: usize) -> Vec<ApprovalResult> {
-    let digests: BTreeMap<String, Option<Digest>> =
-        p.changes.iter().map(|c| (c.key.clone(), c.digest.clone())).collect();
-    p.changes
+/// Each change's approval result for `ring`, or `None` when the ring has no
+/// plan against what it runs now.
+fn evaluate_approvals(p: &Promotion, f: &Facts, ring: usize) -> Option<Vec<ApprovalResult>> {
+    let changes = p.changes_for(ring, f.ring_content.get(ring).map(String::as_str))?;
+    let digests: BTreeMap<String, Option<Digest>> = changes.iter().map(|c| (c.key.clone(), c.digest.clone())).collect();
+    let results = changes
         .iter()
         .map(|c| {
             let not_before = (ring > 0 && c.requirements.fresh_approval_per_ring)
@@ -402,16 +483,19 @@ fn evaluate_approvals(p: &Promotion, f: &Facts, ring: usize) -> Vec<ApprovalResu
             let subject = Subject {
                 author: &p.author,
                 last_pusher: &p.last_pusher,
+                authors: &p.authors,
                 digests: &digests,
                 not_before,
             };
             evaluate(&c.requirements, f.reviews, &subject, f.members)
         })
-        .collect()
+        .collect();
+    Some(results)
 }
 
 /// Why the promotion may not move now, and until when (if known).
-fn window_block(p: &Promotion, now: DateTime<Utc>) -> Option<(String, Option<DateTime<Utc>>)> {
+fn window_block(p: &Promotion, f: &Facts, ring: usize) -> Option<(String, Option<DateTime<Utc>>)> {
+    let now = f.now;
     if p.break_glass.is_some() {
         return None;
     }
@@ -423,7 +507,10 @@ fn window_block(p: &Promotion, now: DateTime<Utc>) -> Option<(String, Option<Dat
             .map(|d| d.and_utc());
         return Some((format!("freeze: {}", fr.reason), until));
     }
-    for name in p.changes.iter().filter_map(|c| c.requirements.window.as_ref()) {
+    let Some(changes) = p.changes_for(ring, f.ring_content.get(ring).map(String::as_str)) else {
+        return Some(("the ring must be planned against what it runs first".into(), None));
+    };
+    for name in changes.iter().filter_map(|c| c.requirements.window.as_ref()) {
         match p.windows.get(name) {
             // A window the config does not define can never be honoured: wait (fail closed).
             None => return Some((format!("window `{name}` is not defined in tollgate.yaml"), None)),
@@ -435,9 +522,11 @@ fn window_block(p: &Promotion, now: DateTime<Utc>) -> Option<(String, Option<Dat
 }
 
 fn soak_for(p: &Promotion, ring: usize) -> Duration {
+    // The longest soak any ring's change asks for: content that a ring
+    // already runs but never passed its gate with (a superseded promotion's)
+    // still soaks as long as its own tier demands.
     let multiplier = p
-        .changes
-        .iter()
+        .all_changes()
         .map(|c| c.requirements.soak_multiplier)
         .fold(1.0_f64, f64::max);
     let secs = if p.gated {

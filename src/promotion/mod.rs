@@ -10,5 +10,5 @@ pub mod window;
 pub use approvals::{evaluate, ApprovalResult, Membership, Review, ReviewState, StaticMembership};
 pub use machine::{
     next, BreakGlass, ChangeItem, Effect, Facts, GateReading, OperatorRequest, Phase, Promotion, PromotionKind,
-    RingPlan,
+    RingChanges, RingPlan,
 };

@@ -165,6 +165,15 @@ pub struct CommitInfo {
     pub time: i64,
 }
 
+/// Who made one commit, as git records it (self-declared: identity for
+/// approvals comes from the forge or from verified signatures).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitPeople {
+    pub sha: CommitSha,
+    pub author: String,
+    pub committer: String,
+}
+
 /// A git repository (bare or not) holding a governed repo.
 pub struct GitRepo {
     repo: Repository,
@@ -382,6 +391,32 @@ impl GitRepo {
             }
         }
         Ok(history)
+    }
+
+    /// Every commit reachable from `tip` and not from `base` (merges
+    /// included; everything when `base` is `None`), with its author and
+    /// committer names: the people who put content into a change.
+    pub fn commits_between(&self, base: Option<&CommitSha>, tip: &CommitSha) -> Result<Vec<CommitPeople>, GitError> {
+        let walk_err = |source| GitError::History {
+            commit: tip.clone(),
+            source,
+        };
+        let mut walk = self.repo.revwalk().map_err(walk_err)?;
+        walk.push(self.commit(tip)?.id()).map_err(walk_err)?;
+        if let Some(base) = base {
+            walk.hide(self.commit(base)?.id()).map_err(walk_err)?;
+        }
+        let mut out = Vec::new();
+        for oid in walk {
+            let oid = oid.map_err(walk_err)?;
+            let commit = self.repo.find_commit(oid).map_err(walk_err)?;
+            out.push(CommitPeople {
+                sha: sha_of(oid),
+                author: String::from_utf8_lossy(commit.author().name_bytes()).into_owned(),
+                committer: String::from_utf8_lossy(commit.committer().name_bytes()).into_owned(),
+            });
+        }
+        Ok(out)
     }
 
     /// Whether `ancestor` is reachable from `descendant`. A commit counts as
