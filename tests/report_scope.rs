@@ -53,6 +53,9 @@ const TOKENS: &[(&str, &str, &str)] = &[
     ("mdm-canary", "tgk-canary-77e2", "role: reporter, scope: {rings: [canary]}"),
 ];
 
+/// The tokens of a controller config from before scopes existed.
+const UNSCOPED: &[(&str, &str, &str)] = &[TOKENS[0], TOKENS[1], TOKENS[2]];
+
 fn secret(name: &str) -> &'static str {
     TOKENS.iter().find(|(n, _, _)| *n == name).map(|(_, s, _)| *s).unwrap()
 }
@@ -132,17 +135,27 @@ impl Running {
             .strip_prefix("tollgate: serving the API on ")
             .unwrap_or(&line)
             .to_string();
-        let running = Running {
+        let mut running = Running {
             child,
             base,
             stderr: Some(stderr),
         };
-        assert!(running.ready(), "the controller never became ready");
+        if !running.ready() {
+            let _ = running.child.kill();
+            let _ = running.child.wait();
+            panic!(
+                "the controller never became ready:\n{}",
+                running.stderr.take().unwrap().join().unwrap()
+            );
+        }
         running
     }
 
-    fn ready(&self) -> bool {
+    fn ready(&mut self) -> bool {
         for _ in 0..200 {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
             if self.base.starts_with("http://") && self.call("GET", "/readyz", None, None).0 == 200 {
                 return true;
             }
@@ -359,7 +372,7 @@ fn a_scoped_token_keeps_in_scope_reports_and_rejects_the_others_with_reasons() {
 #[test]
 fn an_unscoped_token_reports_any_device_as_before() {
     let dir = TempDir::new().unwrap();
-    let config = fixture(dir.path(), &tokens_yaml(TOKENS), false);
+    let config = fixture(dir.path(), &tokens_yaml(UNSCOPED), false);
     let run = Running::start(&config, &[]);
     let t0 = Utc::now() - chrono::Duration::minutes(10);
     let batch = [
@@ -499,7 +512,7 @@ fn a_bad_scope_stops_the_controller_at_start_naming_the_key() {
 #[test]
 fn device_ids_and_groups_with_hidden_characters_are_refused_through_the_api() {
     let dir = TempDir::new().unwrap();
-    let config = fixture(dir.path(), &tokens_yaml(TOKENS), false);
+    let config = fixture(dir.path(), &tokens_yaml(UNSCOPED), false);
     let run = Running::start(&config, &[]);
     let t0 = Utc::now() - chrono::Duration::minutes(10);
     let batch = [
