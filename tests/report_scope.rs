@@ -50,7 +50,11 @@ const TOKENS: &[(&str, &str, &str)] = &[
         "role: reporter, scope: {platforms: [ios, ipados], rings: [pilot, broad], device_prefixes: [\"serial:\"]}",
     ),
     ("mdm-pilot", "tgk-pilot-c3d8", "role: reporter, scope: {rings: [pilot]}"),
-    ("mdm-canary", "tgk-canary-77e2", "role: reporter, scope: {rings: [canary]}"),
+    (
+        "mdm-canary",
+        "tgk-canary-77e2",
+        "role: reporter, scope: {rings: [canary]}",
+    ),
 ];
 
 /// The tokens of a controller config from before scopes existed.
@@ -280,7 +284,10 @@ fn a_scoped_token_keeps_in_scope_reports_and_rejects_the_others_with_reasons() {
     let t0 = Utc::now() - chrono::Duration::minutes(10);
 
     // A device the fleet-wide token stores as a Mac first.
-    let (status, answer) = run.report("mdm-all", &[report("serial:OWNED", "macos", &["mdm-pilot"], t0, json!([]))]);
+    let (status, answer) = run.report(
+        "mdm-all",
+        &[report("serial:OWNED", "macos", &["mdm-pilot"], t0, json!([]))],
+    );
     assert_eq!((status, answer["accepted"].as_u64()), (200, Some(1)), "{answer}");
 
     let t1 = t0 + chrono::Duration::seconds(60);
@@ -300,7 +307,10 @@ fn a_scoped_token_keeps_in_scope_reports_and_rejects_the_others_with_reasons() {
     assert_eq!(answer["accepted"], 2, "{answer}");
     let got = rejections(&answer);
     let expected: [(u64, &str); 6] = [
-        (1, "device.platform: macos is outside token `mdm-ios`'s scope (platforms: ios, ipados)"),
+        (
+            1,
+            "device.platform: macos is outside token `mdm-ios`'s scope (platforms: ios, ipados)",
+        ),
         (
             2,
             "device.id: \"imei:3520990017614\" does not start with a prefix of token `mdm-ios`'s scope \
@@ -331,7 +341,12 @@ fn a_scoped_token_keeps_in_scope_reports_and_rejects_the_others_with_reasons() {
     ];
     let expected: Vec<(u64, String)> = expected.iter().map(|(i, r)| (*i, r.to_string())).collect();
     assert_eq!(got, expected, "{answer}");
-    let devices: Vec<&Value> = answer["rejected"].as_array().unwrap().iter().map(|r| &r["device"]).collect();
+    let devices: Vec<&Value> = answer["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["device"])
+        .collect();
     assert_eq!(devices[0], "serial:M1", "a scope rejection names its device");
     assert_eq!(devices[3], &Value::Null, "an invalid id is not echoed as a device");
 
@@ -345,10 +360,7 @@ fn a_scoped_token_keeps_in_scope_reports_and_rejects_the_others_with_reasons() {
     assert_eq!(run.device("serial:OWNED").1["platform"], "macos");
 
     // A batch with nothing in scope is a 422 with the same shape.
-    let (status, answer) = run.report(
-        "mdm-ios",
-        &[report("serial:C2", "ios", &["mdm-canary"], t1, json!([]))],
-    );
+    let (status, answer) = run.report("mdm-ios", &[report("serial:C2", "ios", &["mdm-canary"], t1, json!([]))]);
     assert_eq!(status, 422, "{answer}");
     assert_eq!(answer["accepted"], 0);
     assert_eq!(rejections(&answer).len(), 1);
@@ -360,12 +372,17 @@ fn a_scoped_token_keeps_in_scope_reports_and_rejects_the_others_with_reasons() {
     );
     for scoped in ["mdm-ios", "mdm-pilot", "mdm-canary"] {
         assert!(
-            !stderr.lines().any(|l| l.contains("without a scope") && l.contains(scoped)),
+            !stderr
+                .lines()
+                .any(|l| l.contains("without a scope") && l.contains(scoped)),
             "{scoped} has a scope:\n{stderr}"
         );
     }
     for (_, secret, _) in TOKENS {
-        assert!(!stderr.contains(secret) && !stderr.contains(&token_hash(secret)), "{stderr}");
+        assert!(
+            !stderr.contains(secret) && !stderr.contains(&token_hash(secret)),
+            "{stderr}"
+        );
     }
 }
 
@@ -385,10 +402,17 @@ fn an_unscoped_token_reports_any_device_as_before() {
     assert_eq!(answer["rejected"], json!([]));
     // It may move a device to another platform, as it always could.
     let later = t0 + chrono::Duration::seconds(30);
-    let (_, answer) = run.report("mdm-all", &[report("serial:M1", "ios", &["mdm-canary"], later, json!([]))]);
+    let (_, answer) = run.report(
+        "mdm-all",
+        &[report("serial:M1", "ios", &["mdm-canary"], later, json!([]))],
+    );
     assert_eq!(answer["accepted"], 1, "{answer}");
     let (_, m1) = run.device("serial:M1");
-    assert_eq!((m1["platform"].as_str(), m1["ring"].as_str()), (Some("ios"), Some("canary")), "{m1}");
+    assert_eq!(
+        (m1["platform"].as_str(), m1["ring"].as_str()),
+        (Some("ios"), Some("canary")),
+        "{m1}"
+    );
     run.stop();
 }
 
@@ -436,7 +460,13 @@ fn a_token_scoped_to_pilot_cannot_move_the_canary_gate() {
     let failed = json!([{"baseline": "corp-ios", "digest": digest, "status": "failed"}]);
     let forged = [
         report("serial:CAN-1", "ios", &["mdm-canary"], now, applied.clone()),
-        report("serial:CAN-2", "ios", &["mdm-canary", "mdm-pilot"], now, applied.clone()),
+        report(
+            "serial:CAN-2",
+            "ios",
+            &["mdm-canary", "mdm-pilot"],
+            now,
+            applied.clone(),
+        ),
         report("serial:CAN-3", "ios", &["mdm-canary"], now, failed),
     ];
     let (status, answer) = run.report("mdm-pilot", &forged);
@@ -526,15 +556,27 @@ fn device_ids_and_groups_with_hidden_characters_are_refused_through_the_api() {
     let (status, answer) = run.report("mdm-all", &batch);
     assert_eq!((status, answer["accepted"].as_u64()), (200, Some(1)), "{answer}");
     let expected = [
-        (0, "device.id: \"serial:C02\\u{202e}FED\" holds U+202E (a bidirectional override) at character 11"),
-        (2, "device.id: \"serial:C02\\u{200b}XK0\" holds U+200B (a zero-width character) at character 11"),
-        (3, "device.groups[0]: \"mdm-\\u{2066}pilot\" holds U+2066 (a bidirectional isolate) at character 5"),
+        (
+            0,
+            "device.id: \"serial:C02\\u{202e}FED\" holds U+202E (a bidirectional override) at character 11",
+        ),
+        (
+            2,
+            "device.id: \"serial:C02\\u{200b}XK0\" holds U+200B (a zero-width character) at character 11",
+        ),
+        (
+            3,
+            "device.groups[0]: \"mdm-\\u{2066}pilot\" holds U+2066 (a bidirectional isolate) at character 5",
+        ),
         (
             4,
             "device.id: \"\\u{feff}serial:C04\" holds U+FEFF (a zero-width no-break space, or byte-order mark) at \
              character 1",
         ),
-        (5, "device.id: \"serial:C05\\u{e0041}\" holds U+E0041 (an invisible format character) at character 11"),
+        (
+            5,
+            "device.id: \"serial:C05\\u{e0041}\" holds U+E0041 (an invisible format character) at character 11",
+        ),
     ];
     let expected: Vec<(u64, String)> = expected.iter().map(|(i, r)| (*i, r.to_string())).collect();
     assert_eq!(rejections(&answer), expected);
@@ -545,7 +587,10 @@ fn device_ids_and_groups_with_hidden_characters_are_refused_through_the_api() {
     assert_eq!(status, 400, "{e}");
     assert_eq!(e["error"]["code"], "bad_request", "{e}");
     let message = e["error"]["message"].as_str().unwrap();
-    assert!(message.starts_with("device id: ") && message.contains("U+202E"), "{message}");
+    assert!(
+        message.starts_with("device id: ") && message.contains("U+202E"),
+        "{message}"
+    );
     run.stop();
 }
 

@@ -421,6 +421,10 @@ fn in_entry(text: &str, anchor: (usize, usize), needle: &str) -> (usize, usize) 
             !l.trim().is_empty() && (indent(l) < item || (indent(l) == item && l.trim_start().starts_with("- ")))
         })
         .unwrap_or(lines.len());
+    if end < anchor.0 {
+        // The anchor is not inside a block-style entry (a flow-style list).
+        return anchor;
+    }
     let entry = lines[first..end].join("\n");
     // An entry starts with indentation or `- `: 1:1 is find_token's "not found".
     match crate::format::find_token(&entry, needle) {

@@ -727,8 +727,121 @@ pub struct SweepOutcome {
 
 #[cfg(test)]
 mod tests {
-    use super::content_tag;
+    use super::{content_tag, Scoped};
+    use crate::controller::config::ReporterScope;
+    use crate::devices::fleet::{Fleet, FleetOptions};
+    use crate::devices::report::{DeviceInfo, DeviceReport, Enrollment, OsInfo};
+    use crate::format::RingSelector;
+    use crate::ids::Platform;
+    use std::collections::HashSet;
     use std::hash::RandomState;
+
+    fn report(id: &str, platform: Platform, groups: &[&str]) -> DeviceReport {
+        DeviceReport {
+            device: DeviceInfo {
+                id: id.into(),
+                platform,
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                user: None,
+                ownership: None,
+            },
+            os: OsInfo { version: "18.0".into() },
+            enrollment: Enrollment::Enrolled,
+            checked_in_at: "2026-11-22T10:00:00Z".parse().unwrap(),
+            applied: Vec::new(),
+            settings: Vec::new(),
+        }
+    }
+
+    fn rings(fleet: &mut Fleet) {
+        fleet.set_rings(&[
+            ("canary".into(), RingSelector::Groups(vec!["mdm-canary".into()])),
+            ("pilot".into(), RingSelector::Groups(vec!["mdm-pilot".into()])),
+        ]);
+    }
+
+    #[test]
+    fn a_scope_refuses_by_ring_as_ingestion_resolves_it() {
+        let scope = ReporterScope {
+            platforms: None,
+            rings: Some(vec!["pilot".into(), "pilto".into()]),
+            device_prefixes: None,
+        };
+        let scoped = Scoped {
+            token: "mdm",
+            scope: &scope,
+        };
+        let warned = std::sync::Mutex::new(HashSet::new());
+        let refusal = |fleet: &Fleet, r: &DeviceReport| {
+            let known = fleet.ring_names();
+            let note = scoped.missing_rings(&known, &warned);
+            scoped.refusal(fleet, &known, note.as_deref(), r)
+        };
+
+        // Before any config is in force no ring can be resolved: refused.
+        let mut fleet = Fleet::new(FleetOptions::default());
+        let why = refusal(&fleet, &report("d1", Platform::Ios, &["mdm-pilot"])).unwrap();
+        assert!(
+            why.starts_with("device.groups: no ring configuration is in force yet"),
+            "{why}"
+        );
+
+        rings(&mut fleet);
+        assert_eq!(
+            refusal(&fleet, &report("d1", Platform::Ios, &["lab", "mdm-pilot"])),
+            None
+        );
+        let why = refusal(&fleet, &report("d2", Platform::Ios, &["mdm-pilot", "mdm-canary"])).unwrap();
+        assert_eq!(
+            why,
+            "device.groups: [\"mdm-pilot\", \"mdm-canary\"] put the device in ring canary, outside token `mdm`'s \
+             scope (rings: pilot, pilto) (pilto of the scope is no ring of the config in force, whose rings are \
+             canary, pilot)"
+        );
+        let why = refusal(&fleet, &report("d3", Platform::Ios, &["lab"])).unwrap();
+        assert!(
+            why.starts_with("device.groups: [\"lab\"] put the device in no ring"),
+            "{why}"
+        );
+        assert_eq!(warned.lock().unwrap().len(), 1, "the missing ring is noted once");
+    }
+
+    #[test]
+    fn a_scoped_token_does_not_move_a_device_stored_under_another_platform() {
+        let scope = ReporterScope {
+            platforms: Some(vec![Platform::Ios, Platform::Macos]),
+            rings: None,
+            device_prefixes: None,
+        };
+        let scoped = Scoped {
+            token: "mdm",
+            scope: &scope,
+        };
+        let mut fleet = Fleet::new(FleetOptions::default());
+        rings(&mut fleet);
+        let stored = report("serial:1", Platform::Macos, &["mdm-pilot"]);
+        fleet.ingest(&stored, stored.checked_in_at);
+        assert_eq!(fleet.platform_of("serial:1"), Some(Platform::Macos));
+        assert_eq!(fleet.ring_of(&stored.device.groups), Some("pilot"));
+        let moved = report("serial:1", Platform::Ios, &["mdm-pilot"]);
+        let why = scoped.refusal(&fleet, &fleet.ring_names(), None, &moved).unwrap();
+        assert_eq!(
+            why,
+            "device.platform: device \"serial:1\" is stored as a macos device; token `mdm` has a scope and may not \
+             move a device it does not own to ios"
+        );
+        // Its own device, on the platform it has, is kept.
+        assert_eq!(scoped.refusal(&fleet, &fleet.ring_names(), None, &stored), None);
+        assert_eq!(
+            scoped.refusal(
+                &fleet,
+                &fleet.ring_names(),
+                None,
+                &report("serial:2", Platform::Ios, &[])
+            ),
+            None
+        );
+    }
 
     #[test]
     fn a_content_tag_leaves_out_the_check_in_time_and_nothing_else() {
