@@ -89,6 +89,7 @@ async fn serve(dir: &Path, clock: Arc<Mutex<DateTime<Utc>>>) -> Harness {
             name: n.to_string(),
             role: *r,
             sha256: token_hash(t),
+            scope: None,
         })
         .collect();
     let state = ApiState::with_devices(

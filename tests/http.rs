@@ -59,6 +59,7 @@ fn token_config() -> Vec<TokenConfig> {
             name: name.to_string(),
             role: *role,
             sha256: token_hash(secret),
+            scope: None,
         })
         .collect()
 }

@@ -547,12 +547,12 @@ fn device_fields_are_checked() {
         (
             "/device/id",
             json!("a b"),
-            "device.id: \"a b\" holds whitespace or a control character (' ' at character 2)".to_string(),
+            "device.id: \"a b\" holds U+0020 (whitespace) at character 2".to_string(),
         ),
         (
             "/device/id",
             json!("a\u{7}"),
-            "device.id: \"a\\u{7}\" holds whitespace or a control character ('\\u{7}' at character 2)".to_string(),
+            "device.id: \"a\\u{7}\" holds U+0007 (a control character) at character 2".to_string(),
         ),
         (
             "/device/id",
@@ -577,7 +577,7 @@ fn device_fields_are_checked() {
         (
             "/device/groups",
             json!(["a\tb"]),
-            "device.groups[0]: \"a\\tb\" holds a control character ('\\t' at character 2)".to_string(),
+            "device.groups[0]: \"a\\tb\" holds U+0009 (a control character) at character 2".to_string(),
         ),
         (
             "/device/user",
@@ -622,7 +622,7 @@ fn a_rejection_names_the_device_only_when_its_id_is_valid() {
     assert_eq!(rejection.device, None);
     assert_eq!(
         rejection.reason,
-        "device.id: \"a b\" holds whitespace or a control character (' ' at character 2); \
+        "device.id: \"a b\" holds U+0020 (whitespace) at character 2; \
          device.groups[0]: empty; os.version: empty"
     );
     let good_id = with(report("dev-1"), "/os/version", json!(""));

@@ -178,6 +178,17 @@ pub enum Role {
     Operator,
 }
 
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Reporter => "reporter",
+            Role::Approver => "approver",
+            Role::Operator => "operator",
+        }
+    }
+}
+
 /// A bearer token, stored only as the sha256 hex of the token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -185,6 +196,83 @@ pub struct TokenConfig {
     pub name: String,
     pub role: Role,
     pub sha256: String,
+    /// What a reporter token may report; `None` (reporters only): fleet-wide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ReporterScope>,
+}
+
+/// `tokens[].scope` of a reporter token: the devices whose reports it may
+/// send. Each key is optional; an absent one leaves that axis open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReporterScope {
+    /// The platforms its reports may claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platforms: Option<Vec<crate::ids::Platform>>,
+    /// The rings its devices may resolve to, by the ring selectors of the
+    /// config in force. Ring names are checked against that config when
+    /// reports arrive: rings live in the governed repo, not here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rings: Option<Vec<String>>,
+    /// Device ids it may report start with one of these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_prefixes: Option<Vec<String>>,
+}
+
+impl ReporterScope {
+    /// The first problem, as `.key: why` or `: why` to follow `scope`, with
+    /// the text to point at when there is one.
+    fn check(&self) -> Result<(), (String, Option<&str>)> {
+        if self.platforms.is_none() && self.rings.is_none() && self.device_prefixes.is_none() {
+            return Err((
+                ": restricts nothing; name platforms, rings or device_prefixes, or leave scope out for a \
+                 fleet-wide token"
+                    .into(),
+                None,
+            ));
+        }
+        let empty = |key: &str, what: &str| {
+            Err((
+                format!(".{key}: empty, so the token could report no device; leave {key} out to allow every {what}"),
+                None,
+            ))
+        };
+        if self.platforms.as_ref().is_some_and(Vec::is_empty) {
+            return empty("platforms", "platform");
+        }
+        if let Some(rings) = &self.rings {
+            if rings.is_empty() {
+                return empty("rings", "ring");
+            }
+            for (k, ring) in rings.iter().enumerate() {
+                crate::ids::check_dns_label(ring).map_err(|m| {
+                    (
+                        format!(".rings[{k}]: {m} (ring names are those of tollgate.yaml)"),
+                        Some(&**ring),
+                    )
+                })?;
+            }
+        }
+        if let Some(prefixes) = &self.device_prefixes {
+            if prefixes.is_empty() {
+                return empty("device_prefixes", "device id");
+            }
+            for (k, prefix) in prefixes.iter().enumerate() {
+                if prefix.is_empty() {
+                    return Err((
+                        format!(
+                            ".device_prefixes[{k}]: empty, which every device id starts with; leave \
+                             device_prefixes out to allow every device id"
+                        ),
+                        None,
+                    ));
+                }
+                crate::devices::report::check_device_id(prefix)
+                    .map_err(|m| (format!(".device_prefixes[{k}]: {m}"), Some(&**prefix)))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +312,7 @@ impl ControllerConfig {
             column,
             message,
         };
+        let text = crate::format::strip_bom(text);
         let cfg: ControllerConfig = serde_norway::from_str(text).map_err(|e| {
             let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
             let msg = e.to_string();
@@ -277,6 +366,25 @@ impl ControllerConfig {
             if cfg.tokens[..i].iter().any(|o| o.name == t.name) {
                 return Err(invalid(l, c, format!("token name `{}` is used twice", t.name)));
             }
+            if let Some(scope) = &t.scope {
+                let (l, c) = in_entry(text, (l, c), "scope");
+                if t.role != Role::Reporter {
+                    return Err(invalid(
+                        l,
+                        c,
+                        format!(
+                            "tokens[{i}].scope: only reporter tokens take a scope; `{}` is {} {} token",
+                            t.name,
+                            if t.role == Role::Viewer { "a" } else { "an" },
+                            t.role.as_str()
+                        ),
+                    ));
+                }
+                if let Err((m, needle)) = scope.check() {
+                    let (l, c) = needle.map_or((l, c), |n| in_entry(text, (l, c), n));
+                    return Err(invalid(l, c, format!("tokens[{i}].scope{m}")));
+                }
+            }
         }
         if let Err(m) = cfg.devices.fleet_options() {
             let (l, c) = at("devices");
@@ -291,6 +399,37 @@ impl ControllerConfig {
                 .unwrap_or(30)
                 .max(1),
         )
+    }
+}
+
+/// Where `needle` first stands, as a whole token, in the list entry that
+/// holds the position `anchor` (a `- ` item, flow or block style); the
+/// anchor itself when it is not found there.
+fn in_entry(text: &str, anchor: (usize, usize), needle: &str) -> (usize, usize) {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let Some(first) = (0..anchor.0.min(lines.len()))
+        .rev()
+        .find(|&i| lines[i].trim_start().starts_with("- "))
+    else {
+        return anchor;
+    };
+    let item = indent(lines[first]);
+    let end = (first + 1..lines.len())
+        .find(|&i| {
+            let l = lines[i];
+            !l.trim().is_empty() && (indent(l) < item || (indent(l) == item && l.trim_start().starts_with("- ")))
+        })
+        .unwrap_or(lines.len());
+    if end < anchor.0 {
+        // The anchor is not inside a block-style entry (a flow-style list).
+        return anchor;
+    }
+    let entry = lines[first..end].join("\n");
+    // An entry starts with indentation or `- `: 1:1 is find_token's "not found".
+    match crate::format::find_token(&entry, needle) {
+        (1, 1) => anchor,
+        (l, c) => (first + l, c),
     }
 }
 
@@ -313,6 +452,125 @@ forge: {local: {}}
 tokens:
   - {name: sec1, role: approver, sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}
 "#;
+
+    const SCOPED: &str = r#"  - {name: mdm-reporter, role: reporter, sha256: "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae",
+     scope: {platforms: [ios, ipados], rings: [canary, pilot, broad], device_prefixes: ["serial:"]}}
+"#;
+
+    fn with_token(entry: &str) -> String {
+        format!("{GOOD}{entry}")
+    }
+
+    fn error(text: &str) -> String {
+        ControllerConfig::parse(Path::new("c.yaml"), text)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn parses_a_reporter_scope_as_design_spells_it() {
+        let c = ControllerConfig::parse(Path::new("c.yaml"), &with_token(SCOPED)).unwrap();
+        assert_eq!(c.tokens[0].scope, None);
+        let scope = c.tokens[1].scope.as_ref().unwrap();
+        assert_eq!(
+            scope.platforms.as_deref(),
+            Some(&[crate::ids::Platform::Ios, crate::ids::Platform::Ipados][..])
+        );
+        assert_eq!(
+            scope.rings.as_deref(),
+            Some(&["canary".to_string(), "pilot".into(), "broad".into()][..])
+        );
+        assert_eq!(scope.device_prefixes.as_deref(), Some(&["serial:".to_string()][..]));
+        // Each key is optional.
+        let only_rings = SCOPED
+            .replace("platforms: [ios, ipados], ", "")
+            .replace(", device_prefixes: [\"serial:\"]", "");
+        let c = ControllerConfig::parse(Path::new("c.yaml"), &with_token(&only_rings)).unwrap();
+        let scope = c.tokens[1].scope.as_ref().unwrap();
+        assert!(scope.platforms.is_none() && scope.device_prefixes.is_none() && scope.rings.is_some());
+    }
+
+    #[test]
+    fn a_bad_scope_is_an_error_naming_its_key() {
+        let cases = [
+            (
+                SCOPED.replace("ipados", "blackberry"),
+                "c.yaml:10:31: tokens[1].scope.platforms[1]: unknown variant `blackberry`",
+            ),
+            (
+                SCOPED.replace("role: reporter", "role: approver"),
+                "c.yaml:10:6: tokens[1].scope: only reporter tokens take a scope; `mdm-reporter` is an approver token",
+            ),
+            (
+                SCOPED.replace("role: reporter", "role: viewer"),
+                "c.yaml:10:6: tokens[1].scope: only reporter tokens take a scope; `mdm-reporter` is a viewer token",
+            ),
+            (
+                SCOPED.replace("platforms: [ios, ipados]", "platforms: []"),
+                "c.yaml:10:6: tokens[1].scope.platforms: empty, so the token could report no device",
+            ),
+            (
+                SCOPED.replace("[canary, pilot, broad]", "[canary, Pilot]"),
+                "c.yaml:10:56: tokens[1].scope.rings[1]: \"Pilot\" may only hold lowercase letters",
+            ),
+            (
+                SCOPED.replace("[\"serial:\"]", "[\"serial:\", \"\"]"),
+                "c.yaml:10:6: tokens[1].scope.device_prefixes[1]: empty, which every device id starts with",
+            ),
+            (
+                SCOPED.replace("\"serial:\"", "\"serial: \""),
+                "c.yaml:10:90: tokens[1].scope.device_prefixes[0]: \"serial: \" holds U+0020 (whitespace)",
+            ),
+            (
+                SCOPED.replace("\"serial:\"", "\"serial:\\u202E\""),
+                "tokens[1].scope.device_prefixes[0]: \"serial:\\u{202e}\" holds U+202E (a bidirectional override)",
+            ),
+            (
+                SCOPED.replace(
+                    "scope: {platforms: [ios, ipados], rings: [canary, pilot, broad], device_prefixes: [\"serial:\"]}",
+                    "scope: {}",
+                ),
+                "c.yaml:10:6: tokens[1].scope: restricts nothing",
+            ),
+            (
+                SCOPED.replace("rings:", "ringz:"),
+                "tokens[1].scope: unknown field `ringz`, expected one of `platforms`, `rings`, `device_prefixes`",
+            ),
+        ];
+        for (entry, expected) in cases {
+            let e = error(&with_token(&entry));
+            assert!(e.contains(expected), "{e}\n  expected {expected}");
+        }
+        // In block style the position is the scope key of the right entry.
+        let block = "  - name: r2\n    role: approver\n    sha256: \"2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae\"\n    scope:\n      rings: [canary]\n";
+        let e = error(&with_token(block));
+        assert!(
+            e.starts_with("c.yaml:12:5: tokens[1].scope: only reporter tokens"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_ignored() {
+        let marked = format!("\u{FEFF}{GOOD}");
+        assert_eq!(
+            ControllerConfig::parse(Path::new("c.yaml"), &marked).unwrap(),
+            ControllerConfig::parse(Path::new("c.yaml"), GOOD).unwrap()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("controller.yaml");
+        std::fs::write(&path, [&b"\xEF\xBB\xBF"[..], GOOD.as_bytes()].concat()).unwrap();
+        let loaded = ControllerConfig::load(&path).unwrap();
+        assert_eq!(loaded.tokens[0].name, "sec1");
+        // Positions are those an editor shows, which does not show the mark.
+        let e = ControllerConfig::parse(Path::new("c.yaml"), &marked.replace("listen:", "listne:")).unwrap_err();
+        assert!(e.to_string().starts_with("c.yaml:5:1: unknown field `listne`"), "{e}");
+        let e = error(&format!(
+            "\u{FEFF}{}",
+            GOOD.replace("apiVersion: tollgate.dev/v1alpha1", "apiVersion: v2")
+        ));
+        assert!(e.starts_with("c.yaml:1:13: apiVersion must be"), "{e}");
+    }
 
     #[test]
     fn parses_the_design_example() {

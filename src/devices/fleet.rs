@@ -419,6 +419,25 @@ impl Fleet {
             .map_or(NONE16, |i| i as u16)
     }
 
+    /// The ring a device reporting `groups` would belong to by the rings
+    /// set ([`Fleet::set_rings`]), as ingestion resolves it; records nothing.
+    pub fn ring_of(&self, groups: &[String]) -> Option<&str> {
+        // A group no selector names has no id, and cannot match one.
+        let mut ids: Vec<u32> = groups
+            .iter()
+            .filter_map(|g| self.groups.ids.get(g.as_str()).copied())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let ring = self.ring_of_groups(&ids);
+        self.rings.get(ring as usize).map(|r| r.name.as_str())
+    }
+
+    /// The platform a device is stored under, if it is stored.
+    pub fn platform_of(&self, id: &str) -> Option<Platform> {
+        self.devices.get(id).map(|d| d.platform)
+    }
+
     /// The desired state of a ring, as resolved from what was published.
     /// Returns false when the ring is not one of [`Fleet::set_rings`]'s.
     pub fn set_desired(&mut self, desired: Arc<ResolvedRing>) -> bool {

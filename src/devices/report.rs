@@ -19,8 +19,13 @@
 //! - All problems found after decoding are reported together, separated by
 //!   `; ` (the first [`MAX_REASONS`] of them). A report that does not decode
 //!   stops at the first problem, as the decoder does.
-//! - Control characters are refused in `device.id` (as is whitespace),
-//!   group names, `device.user` and `os.version`; lengths count characters.
+//! - `device.id` and group names may not hold invisible or text-steering
+//!   characters ([`hidden_char`]: controls, zero-width characters,
+//!   bidirectional marks, embeddings, overrides and isolates, any other
+//!   `Cf` format character), nor `device.id` whitespace: two ids that look
+//!   alike must be alike. The reason names the character as `U+202E`.
+//!   `device.user` and `os.version` may not hold control characters.
+//!   Lengths count characters.
 //!   A setting's `actual` may hold any JSON up to 4 KiB, except U+0000 in a
 //!   string or key, which PostgreSQL's `jsonb` cannot store.
 //! - Reasons quote values cut to 64 characters and escaped, so a hostile
@@ -1450,7 +1455,7 @@ fn validate(wire: WireReport<'_>, reader: &mut Reader) -> Result<DeviceReport, F
 
     let mut groups = Vec::with_capacity(device.groups.len());
     for (i, group) in device.groups.into_iter().enumerate() {
-        match check_text(&group.0, MAX_GROUP_CHARS) {
+        match check_name(&group.0, MAX_GROUP_CHARS) {
             Ok(()) => groups.push(group.0.into_owned()),
             Err(why) => problems.push(format!("device.groups[{i}]: {why}")),
         }
@@ -1581,44 +1586,83 @@ fn validate(wire: WireReport<'_>, reader: &mut Reader) -> Result<DeviceReport, F
     })
 }
 
-/// 1 to 256 characters, no whitespace, no control characters.
-fn check_device_id(id: &str) -> Result<(), String> {
+/// 1 to 256 characters, no whitespace and no [`hidden_char`].
+///
+/// The rule of `device.id` in reports and of the id in `/v1/devices/{id}`.
+pub fn check_device_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("empty".to_string());
     }
     if too_long(id, MAX_DEVICE_ID_CHARS) {
         return Err(format!("longer than {MAX_DEVICE_ID_CHARS} characters"));
     }
-    match id
-        .chars()
-        .enumerate()
-        .find(|(_, c)| c.is_whitespace() || c.is_control())
-    {
-        Some((n, c)) => Err(format!(
-            "{} holds whitespace or a control character ({c:?} at character {})",
-            shown(id),
-            n + 1
-        )),
+    let why = |c: char| hidden_char(c).or_else(|| c.is_whitespace().then_some("whitespace"));
+    match first_with(id, why) {
+        Some(found) => Err(found),
         None => Ok(()),
     }
 }
 
+/// 1 to `max` characters, no [`hidden_char`]: the rule of group names.
+fn check_name(text: &str, max: usize) -> Result<(), String> {
+    check_text_with(text, max, hidden_char)
+}
+
 /// 1 to `max` characters, no control characters.
 fn check_text(text: &str, max: usize) -> Result<(), String> {
+    check_text_with(text, max, |c| c.is_control().then_some("a control character"))
+}
+
+fn check_text_with(text: &str, max: usize, why: impl Fn(char) -> Option<&'static str>) -> Result<(), String> {
     if text.is_empty() {
         return Err("empty".to_string());
     }
     if too_long(text, max) {
         return Err(format!("longer than {max} characters"));
     }
-    match text.chars().enumerate().find(|(_, c)| c.is_control()) {
-        Some((n, c)) => Err(format!(
-            "{} holds a control character ({c:?} at character {})",
-            shown(text),
-            n + 1
-        )),
+    match first_with(text, why) {
+        Some(found) => Err(found),
         None => Ok(()),
     }
+}
+
+/// `"a\u{202e}b" holds U+202E (a bidirectional override) at character 2`
+/// for the first character of `text` that `why` refuses.
+fn first_with(text: &str, why: impl Fn(char) -> Option<&'static str>) -> Option<String> {
+    let (n, c, what) = text
+        .chars()
+        .enumerate()
+        .find_map(|(n, c)| why(c).map(|what| (n, c, what)))?;
+    Some(format!(
+        "{} holds U+{:04X} ({what}) at character {}",
+        shown(text),
+        u32::from(c),
+        n + 1
+    ))
+}
+
+/// What kind of invisible or text-steering character `c` is, if it is one:
+/// such characters make two identifiers that look the same differ, or make
+/// one show as another (a right-to-left override turns `serial:ABC` around
+/// on screen), so identifiers may not hold them.
+///
+/// C0 and C1 controls (and DEL), the zero-width characters U+200B to
+/// U+200D, U+2060 and U+FEFF, the bidirectional marks U+200E, U+200F and
+/// U+061C, embeddings and overrides U+202A to U+202E, isolates U+2066 to
+/// U+2069, and every other character of the Unicode category `Cf` (format).
+pub fn hidden_char(c: char) -> Option<&'static str> {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    Some(match c {
+        c if c.is_control() => "a control character",
+        '\u{FEFF}' => "a zero-width no-break space, or byte-order mark",
+        '\u{200B}'..='\u{200D}' | '\u{2060}' => "a zero-width character",
+        '\u{200E}' | '\u{200F}' | '\u{061C}' => "a bidirectional mark",
+        '\u{202A}'..='\u{202C}' => "a bidirectional embedding",
+        '\u{202D}' | '\u{202E}' => "a bidirectional override",
+        '\u{2066}'..='\u{2069}' => "a bidirectional isolate",
+        c if c.general_category() == GeneralCategory::Format => "an invisible format character",
+        _ => return None,
+    })
 }
 
 fn too_long(text: &str, max_chars: usize) -> bool {
@@ -1735,6 +1779,82 @@ fn shown(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hidden_characters_are_told_by_class() {
+        let class = |c: char| hidden_char(c).unwrap_or_else(|| panic!("U+{:04X} passed", u32::from(c)));
+        for c in ('\u{0}'..='\u{1F}').chain(['\u{7F}']).chain('\u{80}'..='\u{9F}') {
+            assert_eq!(class(c), "a control character", "U+{:04X}", u32::from(c));
+        }
+        for c in ['\u{200B}', '\u{200C}', '\u{200D}', '\u{2060}'] {
+            assert_eq!(class(c), "a zero-width character");
+        }
+        assert_eq!(class('\u{FEFF}'), "a zero-width no-break space, or byte-order mark");
+        for c in ['\u{200E}', '\u{200F}', '\u{061C}'] {
+            assert_eq!(class(c), "a bidirectional mark");
+        }
+        for c in '\u{202A}'..='\u{202C}' {
+            assert_eq!(class(c), "a bidirectional embedding");
+        }
+        for c in ['\u{202D}', '\u{202E}'] {
+            assert_eq!(class(c), "a bidirectional override");
+        }
+        for c in '\u{2066}'..='\u{2069}' {
+            assert_eq!(class(c), "a bidirectional isolate");
+        }
+        // Other `Cf` characters: soft hyphen, Arabic number sign, Mongolian
+        // vowel separator, invisible times, interlinear annotation, tags.
+        for c in [
+            '\u{AD}',
+            '\u{600}',
+            '\u{180E}',
+            '\u{2062}',
+            '\u{FFF9}',
+            '\u{E0001}',
+            '\u{E0041}',
+        ] {
+            assert_eq!(class(c), "an invisible format character", "U+{:04X}", u32::from(c));
+        }
+        // Visible text, spaces and separators are not hidden (ids refuse
+        // whitespace on their own account).
+        for c in [
+            'a', 'Z', '0', ':', '-', 'é', 'ß', 'ж', '中', 'ع', '😀', ' ', '\u{A0}', '\u{2028}', '\u{E000}',
+        ] {
+            assert_eq!(hidden_char(c), None, "U+{:04X}", u32::from(c));
+        }
+    }
+
+    #[test]
+    fn ids_and_group_names_name_the_hidden_character() {
+        assert_eq!(
+            check_device_id("serial:\u{202E}FED").unwrap_err(),
+            "\"serial:\\u{202e}FED\" holds U+202E (a bidirectional override) at character 8"
+        );
+        assert_eq!(
+            check_device_id("a\u{200B}b").unwrap_err(),
+            "\"a\\u{200b}b\" holds U+200B (a zero-width character) at character 2"
+        );
+        assert_eq!(
+            check_device_id("a b").unwrap_err(),
+            "\"a b\" holds U+0020 (whitespace) at character 2"
+        );
+        assert_eq!(
+            check_device_id("\u{85}x").unwrap_err(),
+            "\"\\u{85}x\" holds U+0085 (a control character) at character 1"
+        );
+        assert_eq!(check_device_id("serial:C02XK0ABCDEF"), Ok(()));
+        assert_eq!(check_device_id("imei:35-209900-176148-1"), Ok(()));
+        assert_eq!(
+            check_name("mdm-\u{2066}pilot", MAX_GROUP_CHARS).unwrap_err(),
+            "\"mdm-\\u{2066}pilot\" holds U+2066 (a bidirectional isolate) at character 5"
+        );
+        // Group names may hold spaces; ids may not.
+        assert_eq!(check_name("Legal team", MAX_GROUP_CHARS), Ok(()));
+        assert!(check_name("a\u{AD}b", MAX_GROUP_CHARS).is_err());
+        // Users and OS versions keep the plain rule: controls only.
+        assert_eq!(check_text("a\u{200D}b", MAX_USER_CHARS), Ok(()));
+        assert!(check_text("a\u{1}b", MAX_USER_CHARS).is_err());
+    }
 
     #[test]
     fn positions_are_stripped_only_when_they_are_positions() {

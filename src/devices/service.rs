@@ -19,7 +19,7 @@
 //! line. The index is updated first and put back if the commit fails, so the
 //! devices' resent reports are not mistaken for duplicates.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
@@ -31,6 +31,7 @@ use super::fleet::{DeviceChange, Finding, Fleet, FleetOptions, GateBaseline, Ove
 use super::report::{read_stored_report, report_text, DeviceReport, ParsedBatch};
 use super::resolve::DesiredCache;
 use crate::catalog::Catalog;
+use crate::controller::config::ReporterScope;
 use crate::controller::{Controller, ControllerError, RingHealth};
 use crate::ids::CommitSha;
 use crate::promotion::GateReading;
@@ -157,6 +158,9 @@ pub struct Devices {
     /// Keys of the content tags ([`content_tag`]), random per process: the
     /// tags only live in memory.
     tags: std::hash::RandomState,
+    /// `token/ring` of scope rings found missing from the config in force,
+    /// each logged once.
+    warned_rings: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Devices {
@@ -172,6 +176,7 @@ impl Devices {
             admitted: Semaphore::new(Self::MAX_ADMITTED),
             loaded: std::sync::Mutex::new(HashMap::new()),
             tags: std::hash::RandomState::new(),
+            warned_rings: std::sync::Mutex::new(HashSet::new()),
         })
     }
 
@@ -294,7 +299,21 @@ impl Devices {
     /// Each report is stored as the text it came as: serialising it again
     /// would cost more than everything else the batch does but parsing.
     pub async fn ingest(&self, batch: Vec<Received>, now: DateTime<Utc>) -> Result<IngestOutcome, DevicesError> {
+        self.ingest_scoped(batch, None, now).await.map(|(outcome, _)| outcome)
+    }
+
+    /// [`Devices::ingest`] for a caller whose token may have a scope: each
+    /// report outside it is refused on its own, the others are stored. The
+    /// checks run under the same lock as the ingestion, so the ring and the
+    /// stored platform they judge by are those the report is stored against.
+    pub async fn ingest_scoped(
+        &self,
+        batch: Vec<Received>,
+        scope: Option<Scoped<'_>>,
+        now: DateTime<Utc>,
+    ) -> Result<(IngestOutcome, Vec<OutOfScope>), DevicesError> {
         let mut batch = batch;
+        let mut refused = Vec::new();
         let tags: Vec<u64> = batch.iter().map(|r| content_tag(&self.tags, r.text.as_str())).collect();
         let one = self.ingest.lock().await;
         let mut outcome = IngestOutcome::default();
@@ -304,7 +323,23 @@ impl Devices {
         let mut saved = Vec::with_capacity(batch.len());
         {
             let mut fleet = self.shared.write();
-            for (received, &tag) in batch.iter_mut().zip(&tags) {
+            let known = if scope.is_some() {
+                fleet.ring_names()
+            } else {
+                Vec::new()
+            };
+            let note = scope.and_then(|s| s.missing_rings(&known, &self.warned_rings));
+            for (position, (received, &tag)) in batch.iter_mut().zip(&tags).enumerate() {
+                if let Some(scoped) = &scope {
+                    if let Some(reason) = scoped.refusal(&fleet, &known, note.as_deref(), &received.report) {
+                        refused.push(OutOfScope {
+                            position,
+                            device: received.report.device.id.clone(),
+                            reason,
+                        });
+                        continue;
+                    }
+                }
                 let id = received.report.device.id.as_str();
                 let Some((before, change)) = fleet.ingest_undoable(&received.report, tag, now) else {
                     outcome.stale += 1;
@@ -332,7 +367,7 @@ impl Devices {
             }
         }
         if t.is_empty() {
-            return Ok(outcome);
+            return Ok((outcome, refused));
         }
         let committed = self.controller.commit_events(t, events, now).await;
         if let Err(e) = committed {
@@ -345,7 +380,7 @@ impl Devices {
         // The next batch need not wait for this one's memory to be freed.
         drop(one);
         drop((saved, batch));
-        Ok(outcome)
+        Ok((outcome, refused))
     }
 
     fn record(
@@ -538,6 +573,120 @@ pub fn content_tag(state: &std::hash::RandomState, text: &str) -> u64 {
     h.finish().max(1)
 }
 
+/// A reporter token's scope, with the token's name for the reasons.
+#[derive(Debug, Clone, Copy)]
+pub struct Scoped<'a> {
+    pub token: &'a str,
+    pub scope: &'a ReporterScope,
+}
+
+/// A report of a batch refused for its token's scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutOfScope {
+    /// Its position in the batch given to [`Devices::ingest_scoped`].
+    pub position: usize,
+    pub device: String,
+    /// Every scope rule it breaks, `; `-separated, each naming its field.
+    pub reason: String,
+}
+
+impl Scoped<'_> {
+    /// The scope's rings that the config in force has no ring of (the index
+    /// holds that config's rings), each logged once per token; and a note
+    /// for the reasons, when there are such rings.
+    fn missing_rings(&self, known: &[String], warned: &std::sync::Mutex<HashSet<String>>) -> Option<String> {
+        let rings = self.scope.rings.as_ref()?;
+        let unknown: Vec<&str> = rings
+            .iter()
+            .filter(|r| !known.contains(r))
+            .map(String::as_str)
+            .collect();
+        if unknown.is_empty() || known.is_empty() {
+            return None;
+        }
+        let mut warned = warned.lock().unwrap_or_else(|e| e.into_inner());
+        for &ring in &unknown {
+            if warned.insert(format!("{}/{ring}", self.token)) {
+                tracing::warn!(
+                    token = self.token,
+                    ring,
+                    rings = %known.join(", "),
+                    "a reporter token's scope names a ring the config in force does not have"
+                );
+            }
+        }
+        Some(format!(
+            " ({} of the scope {} no ring of the config in force, whose rings are {})",
+            unknown.join(", "),
+            if unknown.len() == 1 { "is" } else { "are" },
+            known.join(", ")
+        ))
+    }
+
+    /// Why `report` is outside the scope, if it is: its platform, its id's
+    /// prefix, the ring its groups resolve to (by the rings the index holds,
+    /// `known`, those of the config in force), and whether it would move a
+    /// device stored under another platform, which a scoped token does not own.
+    fn refusal(&self, fleet: &Fleet, known: &[String], note: Option<&str>, report: &DeviceReport) -> Option<String> {
+        let token = self.token;
+        let device = &report.device;
+        let mut problems = Vec::new();
+        if let Some(platforms) = &self.scope.platforms {
+            if !platforms.contains(&device.platform) {
+                let allowed: Vec<&str> = platforms.iter().map(|p| p.as_str()).collect();
+                problems.push(format!(
+                    "device.platform: {} is outside token `{token}`'s scope (platforms: {})",
+                    device.platform,
+                    allowed.join(", ")
+                ));
+            }
+        }
+        if let Some(prefixes) = &self.scope.device_prefixes {
+            if !prefixes.iter().any(|p| device.id.starts_with(p.as_str())) {
+                let allowed: Vec<String> = prefixes.iter().map(|p| format!("{p:?}")).collect();
+                problems.push(format!(
+                    "device.id: {:?} does not start with a prefix of token `{token}`'s scope (device_prefixes: {})",
+                    device.id,
+                    allowed.join(", ")
+                ));
+            }
+        }
+        if let Some(stored) = fleet.platform_of(&device.id) {
+            if stored != device.platform {
+                problems.push(format!(
+                    "device.platform: device {:?} is stored as a {stored} device; token `{token}` has a scope and \
+                     may not move a device it does not own to {}",
+                    device.id, device.platform
+                ));
+            }
+        }
+        if let Some(rings) = &self.scope.rings {
+            let allowed = rings.join(", ");
+            let problem = match fleet.ring_of(&device.groups) {
+                Some(ring) if rings.iter().any(|r| r == ring) => None,
+                Some(ring) => Some(format!(
+                    "device.groups: {:?} put the device in ring {ring}, outside token `{token}`'s scope (rings: \
+                     {allowed})",
+                    device.groups
+                )),
+                None if known.is_empty() => Some(format!(
+                    "device.groups: no ring configuration is in force yet, so the device's ring cannot be checked \
+                     against token `{token}`'s scope (rings: {allowed})"
+                )),
+                None => Some(format!(
+                    "device.groups: {:?} put the device in no ring, and token `{token}`'s scope allows only rings \
+                     {allowed}",
+                    device.groups
+                )),
+            };
+            if let Some(problem) = problem {
+                problems.push(format!("{problem}{}", note.unwrap_or_default()));
+            }
+        }
+        (!problems.is_empty()).then(|| problems.join("; "))
+    }
+}
+
 /// A validated report and the JSON text the store keeps for it
 /// (`device/{id}`), which [`read_stored_report`] reads back.
 #[derive(Debug, Clone, PartialEq)]
@@ -578,8 +727,121 @@ pub struct SweepOutcome {
 
 #[cfg(test)]
 mod tests {
-    use super::content_tag;
+    use super::{content_tag, Scoped};
+    use crate::controller::config::ReporterScope;
+    use crate::devices::fleet::{Fleet, FleetOptions};
+    use crate::devices::report::{DeviceInfo, DeviceReport, Enrollment, OsInfo};
+    use crate::format::RingSelector;
+    use crate::ids::Platform;
+    use std::collections::HashSet;
     use std::hash::RandomState;
+
+    fn report(id: &str, platform: Platform, groups: &[&str]) -> DeviceReport {
+        DeviceReport {
+            device: DeviceInfo {
+                id: id.into(),
+                platform,
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                user: None,
+                ownership: None,
+            },
+            os: OsInfo { version: "18.0".into() },
+            enrollment: Enrollment::Enrolled,
+            checked_in_at: "2026-11-22T10:00:00Z".parse().unwrap(),
+            applied: Vec::new(),
+            settings: Vec::new(),
+        }
+    }
+
+    fn rings(fleet: &mut Fleet) {
+        fleet.set_rings(&[
+            ("canary".into(), RingSelector::Groups(vec!["mdm-canary".into()])),
+            ("pilot".into(), RingSelector::Groups(vec!["mdm-pilot".into()])),
+        ]);
+    }
+
+    #[test]
+    fn a_scope_refuses_by_ring_as_ingestion_resolves_it() {
+        let scope = ReporterScope {
+            platforms: None,
+            rings: Some(vec!["pilot".into(), "pilto".into()]),
+            device_prefixes: None,
+        };
+        let scoped = Scoped {
+            token: "mdm",
+            scope: &scope,
+        };
+        let warned = std::sync::Mutex::new(HashSet::new());
+        let refusal = |fleet: &Fleet, r: &DeviceReport| {
+            let known = fleet.ring_names();
+            let note = scoped.missing_rings(&known, &warned);
+            scoped.refusal(fleet, &known, note.as_deref(), r)
+        };
+
+        // Before any config is in force no ring can be resolved: refused.
+        let mut fleet = Fleet::new(FleetOptions::default());
+        let why = refusal(&fleet, &report("d1", Platform::Ios, &["mdm-pilot"])).unwrap();
+        assert!(
+            why.starts_with("device.groups: no ring configuration is in force yet"),
+            "{why}"
+        );
+
+        rings(&mut fleet);
+        assert_eq!(
+            refusal(&fleet, &report("d1", Platform::Ios, &["lab", "mdm-pilot"])),
+            None
+        );
+        let why = refusal(&fleet, &report("d2", Platform::Ios, &["mdm-pilot", "mdm-canary"])).unwrap();
+        assert_eq!(
+            why,
+            "device.groups: [\"mdm-pilot\", \"mdm-canary\"] put the device in ring canary, outside token `mdm`'s \
+             scope (rings: pilot, pilto) (pilto of the scope is no ring of the config in force, whose rings are \
+             canary, pilot)"
+        );
+        let why = refusal(&fleet, &report("d3", Platform::Ios, &["lab"])).unwrap();
+        assert!(
+            why.starts_with("device.groups: [\"lab\"] put the device in no ring"),
+            "{why}"
+        );
+        assert_eq!(warned.lock().unwrap().len(), 1, "the missing ring is noted once");
+    }
+
+    #[test]
+    fn a_scoped_token_does_not_move_a_device_stored_under_another_platform() {
+        let scope = ReporterScope {
+            platforms: Some(vec![Platform::Ios, Platform::Macos]),
+            rings: None,
+            device_prefixes: None,
+        };
+        let scoped = Scoped {
+            token: "mdm",
+            scope: &scope,
+        };
+        let mut fleet = Fleet::new(FleetOptions::default());
+        rings(&mut fleet);
+        let stored = report("serial:1", Platform::Macos, &["mdm-pilot"]);
+        fleet.ingest(&stored, stored.checked_in_at);
+        assert_eq!(fleet.platform_of("serial:1"), Some(Platform::Macos));
+        assert_eq!(fleet.ring_of(&stored.device.groups), Some("pilot"));
+        let moved = report("serial:1", Platform::Ios, &["mdm-pilot"]);
+        let why = scoped.refusal(&fleet, &fleet.ring_names(), None, &moved).unwrap();
+        assert_eq!(
+            why,
+            "device.platform: device \"serial:1\" is stored as a macos device; token `mdm` has a scope and may not \
+             move a device it does not own to ios"
+        );
+        // Its own device, on the platform it has, is kept.
+        assert_eq!(scoped.refusal(&fleet, &fleet.ring_names(), None, &stored), None);
+        assert_eq!(
+            scoped.refusal(
+                &fleet,
+                &fleet.ring_names(),
+                None,
+                &report("serial:2", Platform::Ios, &[])
+            ),
+            None
+        );
+    }
 
     #[test]
     fn a_content_tag_leaves_out_the_check_in_time_and_nothing_else() {

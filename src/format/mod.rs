@@ -3,7 +3,8 @@
 //! Every error names `path:line:column`. Hostile input fails fast: files over
 //! 1 MiB are never read, non-UTF-8 is reported at its first bad byte, alias
 //! expansion and nesting are bounded, symlinks and submodules are rejected by
-//! name and never followed.
+//! name and never followed. A leading UTF-8 byte-order mark is ignored
+//! ([`strip_bom`]).
 
 mod baseline;
 mod config;
@@ -131,6 +132,7 @@ pub fn parse_bytes(
             message: "is not valid UTF-8".into(),
         }
     })?;
+    let text = strip_bom(text);
     if let Some((line, column)) = depth::too_deep(text) {
         return Err(FormatError {
             path: path.to_string(),
@@ -156,6 +158,14 @@ pub fn parse_bytes(
             .map_err(yaml),
         FileClass::Policy => Ok(Document::Policy(text.to_string())),
     })
+}
+
+/// `text` without a leading UTF-8 byte-order mark (U+FEFF), which some
+/// editors on Windows write: YAML allows one at the start of a stream, and
+/// it says nothing about the content. Positions are unchanged (editors do
+/// not show it), and so are digests, which are over the parsed content.
+pub fn strip_bom(text: &str) -> &str {
+    text.strip_prefix('\u{FEFF}').unwrap_or(text)
 }
 
 /// Every setting must be meaningful on the baseline's platform: a setting
@@ -232,5 +242,56 @@ fn yaml_error(path: &str, e: serde_norway::Error) -> FormatError {
         line,
         column,
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::SourceFile;
+
+    const IOS: &str = "apiVersion: tollgate.dev/v1alpha1\nkind: Baseline\nmetadata: {name: corp-ios}\nspec:\n  \
+                       platform: ios\n  targets: {groups: [phones]}\n  settings:\n    passcode.min_length: 8\n";
+    const CONFIG: &str = "apiVersion: tollgate.dev/v1alpha1\nkind: Config\nmetadata: {name: acme}\nrings:\n  \
+                          - {name: canary, selector: {groups: [mdm-canary]}, soak: 1h}\n  \
+                          - {name: broad, selector: {all: true}}\n";
+
+    fn parse(path: &str, bytes: Vec<u8>) -> Result<Option<Document>, FormatError> {
+        let file = SourceFile {
+            path: RepoPath::new(path).unwrap(),
+            content: FileContent::Blob(bytes),
+        };
+        parse_file(&file, Catalog::builtin())
+    }
+
+    fn with_bom(text: &str) -> Vec<u8> {
+        [&b"\xEF\xBB\xBF"[..], text.as_bytes()].concat()
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_ignored() {
+        for (path, text) in [("baselines/ios/corp-ios.yaml", IOS), ("tollgate.yaml", CONFIG)] {
+            let plain = parse(path, text.as_bytes().to_vec()).unwrap().unwrap();
+            let marked = parse(path, with_bom(text)).unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!(marked, Some(plain), "{path}");
+        }
+        // Equal documents have equal digests: the mark changes no approval.
+    }
+
+    #[test]
+    fn errors_after_a_byte_order_mark_keep_their_positions() {
+        let path = "baselines/ios/corp-ios.yaml";
+        for text in [
+            IOS.replace("apiVersion", "apiVersoin"),
+            IOS.replace("min_length: 8", "min_length: 80"),
+        ] {
+            let plain = parse(path, text.as_bytes().to_vec()).unwrap_err();
+            let marked = parse(path, with_bom(&text)).unwrap_err();
+            assert_eq!(marked, plain);
+        }
+        // Only a leading mark is a byte-order mark; one further on is content.
+        let inside = IOS.replace("kind:", "\u{FEFF}kind:");
+        let e = parse(path, inside.into_bytes()).unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
     }
 }

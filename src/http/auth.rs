@@ -15,9 +15,15 @@
 //! | reporter | read `/v1/desired` (and post device reports)      |
 //! | approver | read everything, approve                         |
 //! | operator | read everything, halt, roll back, trigger a poll |
+//!
+//! A reporter token may carry a scope (`tokens[].scope`: platforms, rings,
+//! device-id prefixes) that limits whose reports it may send; the caller
+//! carries it to ingestion, which refuses reports outside it one by one. A
+//! reporter token without one is fleet-wide, and a warning says so at start.
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -26,6 +32,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::error::ApiError;
 use super::ApiState;
+use crate::controller::config::ReporterScope;
 use crate::controller::{Role, TokenConfig};
 
 /// A presented bearer token. It never prints.
@@ -43,16 +50,19 @@ impl fmt::Debug for BearerToken {
     }
 }
 
-/// Who is calling: the configured token's name and role.
+/// Who is calling: the configured token's name, role and, for a reporter,
+/// its scope (`None`: fleet-wide).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub name: String,
     pub role: Role,
+    pub scope: Option<Arc<ReporterScope>>,
 }
 
 struct Known {
     name: String,
     role: Role,
+    scope: Option<Arc<ReporterScope>>,
     hash: [u8; 32],
 }
 
@@ -74,8 +84,10 @@ pub struct BadTokenHash {
 }
 
 impl Tokens {
+    /// The tokens of the config; warns about each reporter token without a
+    /// scope, which may report any device.
     pub fn from_config(tokens: &[TokenConfig]) -> Result<Tokens, BadTokenHash> {
-        tokens
+        let known = tokens
             .iter()
             .map(|t| {
                 let mut hash = [0u8; 32];
@@ -83,11 +95,19 @@ impl Tokens {
                 Ok(Known {
                     name: t.name.clone(),
                     role: t.role,
+                    scope: t.scope.clone().map(Arc::new),
                     hash,
                 })
             })
-            .collect::<Result<_, _>>()
-            .map(Tokens)
+            .collect::<Result<Vec<_>, _>>()?;
+        for k in known.iter().filter(|k| k.role == Role::Reporter && k.scope.is_none()) {
+            tracing::warn!(
+                token = %k.name,
+                "reporter token without a scope: it may report any device of any platform and ring, fleet-wide \
+                 (set tokens[].scope to limit it)"
+            );
+        }
+        Ok(Tokens(known))
     }
 
     /// The caller a token belongs to. Every configured hash is compared in
@@ -101,6 +121,7 @@ impl Tokens {
                 found = Some(Caller {
                     name: known.name.clone(),
                     role: known.role,
+                    scope: known.scope.clone(),
                 });
             }
         }
@@ -231,11 +252,23 @@ mod tests {
                 name: "v".into(),
                 role: Role::Viewer,
                 sha256: token_hash("view-secret"),
+                scope: None,
             },
             TokenConfig {
                 name: "op".into(),
                 role: Role::Operator,
                 sha256: token_hash("op-secret"),
+                scope: None,
+            },
+            TokenConfig {
+                name: "mdm".into(),
+                role: Role::Reporter,
+                sha256: token_hash("mdm-secret"),
+                scope: Some(ReporterScope {
+                    platforms: Some(vec![crate::ids::Platform::Ios]),
+                    rings: None,
+                    device_prefixes: None,
+                }),
             },
         ])
         .unwrap()
@@ -251,6 +284,17 @@ mod tests {
             t.identify(&BearerToken::new(token_hash("op-secret"))).is_none(),
             "the hash is not a token"
         );
+    }
+
+    #[test]
+    fn a_reporter_caller_carries_its_scope() {
+        let t = tokens();
+        let mdm = t.identify(&BearerToken::new("mdm-secret")).unwrap();
+        assert_eq!(
+            mdm.scope.unwrap().platforms.as_deref(),
+            Some(&[crate::ids::Platform::Ios][..])
+        );
+        assert_eq!(t.identify(&BearerToken::new("op-secret")).unwrap().scope, None);
     }
 
     #[test]

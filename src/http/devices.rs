@@ -8,14 +8,15 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::{Authorized, Read, Report};
+use super::auth::{Authorized, Caller, Read, Report};
 use super::error::ApiError;
 use super::routes::ApiQuery;
 use super::ApiState;
 use crate::catalog::Catalog;
 use crate::devices::fleet::{DriftFilter, FindingKind};
+use crate::devices::report::{check_device_id, ParsedBatch, Rejection};
 use crate::devices::report::{parse_reports_shared, BatchError, BodyFormat, MAX_REPORTS, MAX_REPORTS_BODY};
-use crate::devices::service::{Devices, DevicesError, Received};
+use crate::devices::service::{Devices, DevicesError, IngestOutcome, Received, Scoped};
 
 /// Seconds a client told `429` should wait.
 const RETRY_AFTER_SECS: &str = "1";
@@ -91,9 +92,8 @@ pub async fn reports(
         }
         Err(e) => return Err(ApiError::bad_request(e.to_string())),
     };
-    let kept = parsed.reports.len();
-    let rejected = std::mem::take(&mut parsed.rejected);
-    let outcome = devices.ingest(Received::from_parsed(parsed), now).await?;
+    let mut rejected = std::mem::take(&mut parsed.rejected);
+    let (kept, outcome) = ingest_as(&caller, &devices, parsed, &mut rejected, now).await?;
     state
         .metrics()
         .observe_reports(outcome.accepted, outcome.stale, rejected.len());
@@ -114,6 +114,34 @@ pub async fn reports(
         })),
     )
         .into_response())
+}
+
+/// Stores the valid reports of `parsed` as `caller` may: reports outside
+/// its token's scope join `rejected`, in batch order. Returns how many
+/// reports were kept (stored or stale) and what storing did.
+async fn ingest_as(
+    caller: &Caller,
+    devices: &Devices,
+    parsed: ParsedBatch,
+    rejected: &mut Vec<Rejection>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(usize, IngestOutcome), ApiError> {
+    let indices: Vec<usize> = parsed.reports.iter().map(|&(index, _)| index).collect();
+    let scope = caller.scope.as_deref().map(|scope| Scoped {
+        token: &caller.name,
+        scope,
+    });
+    let (outcome, refused) = devices.ingest_scoped(Received::from_parsed(parsed), scope, now).await?;
+    let kept = indices.len() - refused.len();
+    if !refused.is_empty() {
+        rejected.extend(refused.into_iter().map(|r| Rejection {
+            index: indices[r.position],
+            device: Some(r.device),
+            reason: r.reason,
+        }));
+        rejected.sort_by_key(|r| r.index);
+    }
+    Ok((kept, outcome))
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +207,8 @@ pub async fn device(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    // The id rule of reports: no stored device has an id it refuses.
+    check_device_id(&id).map_err(|why| ApiError::bad_request(format!("device id: {why}")))?;
     let devices = devices(&state)?;
     let view = devices.fleet().read().device(&id);
     match view {
