@@ -346,6 +346,32 @@ pub fn status_cmd(args: &StatusArgs, out: &mut dyn Write, format: Format) -> any
                 r["published_at"].as_str().unwrap_or("?")
             )?;
         }
+        for sp in s["split"].as_array().into_iter().flatten() {
+            let docs: Vec<&str> = sp["documents"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            writeln!(
+                out,
+                "  split: {} runs other content than {} for {}",
+                sp["ring"].as_str().unwrap_or("?"),
+                sp["differs_from"].as_str().unwrap_or("?"),
+                docs.join(", ")
+            )?;
+        }
+        if let Some(r) = s["source"]["refused"].as_object() {
+            writeln!(
+                out,
+                "refused     {} is not promoted: {}",
+                short(&r["revision"]),
+                r["errors"]
+                    .as_array()
+                    .map(|e| e.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
+                    .unwrap_or_default()
+            )?;
+        }
         let live: Vec<String> = s["promotions"]
             .as_object()
             .map(|m| {

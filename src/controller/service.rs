@@ -490,6 +490,7 @@ impl Controller {
             ));
         }
         t.kv.push((keys::SOURCE_TIP.into(), Some(json!(tip.as_str()))));
+        t.kv.push((keys::SOURCE_REFUSED.into(), None));
         self.commit(t, events, now).await?;
         Ok(id)
     }

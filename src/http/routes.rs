@@ -586,10 +586,13 @@ async fn status(_: Authorized<Read>, State(state): State<ApiState>) -> Result<Js
             v["ring"].as_str().unwrap_or("").to_string(),
         )
     });
+    let split = split_rings(&rings);
+    let refused = store.kv_get(keys::SOURCE_REFUSED).await?;
     let ready = readiness(&state).await;
     let options = state.options();
     Ok(Json(json!({
-        "source": {"branch": options.branch, "tip": tip},
+        "source": {"branch": options.branch, "tip": tip, "refused": refused},
+        "split": split,
         "controller": {
             "ready": ready.is_ok(),
             "not_ready_reason": ready.err(),
@@ -599,6 +602,40 @@ async fn status(_: Authorized<Read>, State(state): State<ApiState>) -> Result<Js
         "promotions": promotions,
         "rings": rings,
     })))
+}
+
+/// Rings that run other content than the first ring (an earlier promotion
+/// reached only the first rings): per ring, the documents whose digest
+/// differs, so an operator sees the split rather than guessing it.
+fn split_rings(rings: &[Value]) -> Vec<Value> {
+    let Some(first) = rings.first() else {
+        return Vec::new();
+    };
+    let digests = |r: &Value| -> BTreeMap<String, Option<String>> {
+        r["documents"]
+            .as_object()
+            .map(|d| {
+                d.iter()
+                    .map(|(k, v)| (k.clone(), v["digest"].as_str().map(String::from)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let ahead = digests(first);
+    rings[1..]
+        .iter()
+        .filter_map(|r| {
+            let here = digests(r);
+            let differ: Vec<&String> = ahead
+                .keys()
+                .chain(here.keys())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .filter(|k| ahead.get(*k) != here.get(*k))
+                .collect();
+            (!differ.is_empty()).then(|| json!({"ring": r["ring"], "differs_from": first["ring"], "documents": differ}))
+        })
+        .collect()
 }
 
 /// Ready once the first pass succeeded and the store answers now.
