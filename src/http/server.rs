@@ -51,7 +51,8 @@ pub struct HttpLimits {
     /// Bytes per second a body must average once it has taken
     /// `body_rate_grace`; 0: no minimum.
     pub body_min_rate: u64,
-    /// [`super::body::RATE_GRACE`] but in tests.
+    /// How long a body may take before the minimum rate applies:
+    /// [`super::body::RATE_GRACE`] (a field so that tests can shorten it).
     pub body_rate_grace: Duration,
     /// `None`: from the descriptor limit ([`connection_cap`]).
     pub max_connections: Option<usize>,
@@ -216,9 +217,14 @@ fn refuse(stream: TcpStream) {
     // cannot be written the client just sees the close.
     let _ = stream.try_write(answer.as_bytes());
     // Take what the client already sent, so closing sends FIN rather than a
-    // reset that could discard the answer.
+    // reset that could discard the answer (a few reads: the accept loop
+    // must not be held by a client that keeps sending).
     let mut sink = [0u8; 4096];
-    while matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {}
+    for _ in 0..4 {
+        if !matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {
+            break;
+        }
+    }
 }
 
 /// One connection, from accept to close; holds its `slot` of the cap.
