@@ -18,7 +18,7 @@ use crate::catalog::Catalog;
 use crate::controller::{Controller, ControllerConfig};
 use crate::devices::resolve::DesiredCache;
 use crate::devices::service::{Devices, SharedFleet};
-use crate::http::{ApiOptions, ApiState, Poller, Tokens};
+use crate::http::{ApiOptions, ApiState, HttpLimits, Poller, Tokens};
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
@@ -111,6 +111,7 @@ pub(crate) async fn start(
     let options = ApiOptions {
         branch: config.source.branch.clone(),
         interval,
+        limits: HttpLimits::from_config(&config.limits).map_err(anyhow::Error::msg)?,
         ..ApiOptions::default()
     };
     let state = ApiState::with_devices(controller, tokens, options, devices);

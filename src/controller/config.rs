@@ -24,6 +24,91 @@ pub struct ControllerConfig {
     /// Drift, gates and remediation deadlines (DESIGN 8).
     #[serde(default)]
     pub devices: DevicesConfig,
+    /// How long API clients may take and how many connections are served
+    /// (docs/security.md).
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `limits:` of the controller config; every field optional.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// From its first byte, a request head must arrive within this.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: String,
+    /// A connection without a request for this long is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: String,
+    /// A request body must arrive whole within this.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: String,
+    /// Bytes per second a body must average once it has taken 5 s; 0: none.
+    #[serde(default = "default_body_min_rate")]
+    pub body_min_rate: u64,
+    /// Connections served at once; by default what the descriptor limit
+    /// leaves after headroom for the store, git and the loop.
+    #[serde(default)]
+    pub max_connections: Option<u64>,
+    /// On shutdown, how long requests in flight may take to finish.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: String,
+}
+
+fn default_header_timeout() -> String {
+    "10s".into()
+}
+fn default_idle_timeout() -> String {
+    "60s".into()
+}
+fn default_body_timeout() -> String {
+    "60s".into()
+}
+fn default_body_min_rate() -> u64 {
+    1024
+}
+fn default_shutdown_grace() -> String {
+    "10s".into()
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            header_timeout: default_header_timeout(),
+            idle_timeout: default_idle_timeout(),
+            body_timeout: default_body_timeout(),
+            body_min_rate: default_body_min_rate(),
+            max_connections: None,
+            shutdown_grace: default_shutdown_grace(),
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The duration of `limits.{field}`: at least a second.
+    pub fn duration(field: &str, value: &str) -> Result<std::time::Duration, String> {
+        match crate::format::parse_duration(value) {
+            Ok(0) => Err(format!("limits.{field}: must be at least 1s")),
+            Ok(s) => Ok(std::time::Duration::from_secs(s)),
+            Err(m) => Err(format!("limits.{field}: {m}")),
+        }
+    }
+
+    /// Every field checked; an error names the field.
+    pub fn check(&self) -> Result<(), String> {
+        for (field, value) in [
+            ("header_timeout", &self.header_timeout),
+            ("idle_timeout", &self.idle_timeout),
+            ("body_timeout", &self.body_timeout),
+            ("shutdown_grace", &self.shutdown_grace),
+        ] {
+            Self::duration(field, value)?;
+        }
+        if self.max_connections == Some(0) {
+            return Err("limits.max_connections: must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// `devices:` of the controller config; every field optional.
@@ -390,6 +475,10 @@ impl ControllerConfig {
             let (l, c) = at("devices");
             return Err(invalid(l, c, m));
         }
+        if let Err(m) = cfg.limits.check() {
+            let (l, c) = at("limits");
+            return Err(invalid(l, c, m));
+        }
         Ok(cfg)
     }
 
@@ -597,5 +686,30 @@ tokens:
         let e =
             ControllerConfig::parse(Path::new("c.yaml"), &GOOD.replace("interval: 30s", "interval: soon")).unwrap_err();
         assert!(e.to_string().contains("source.interval"), "{e}");
+    }
+
+    #[test]
+    fn limits_are_optional_checked_and_closed() {
+        let c = ControllerConfig::parse(Path::new("c.yaml"), GOOD).unwrap();
+        assert_eq!(c.limits, LimitsConfig::default());
+        let with = |limits: &str| ControllerConfig::parse(Path::new("c.yaml"), &format!("{GOOD}limits: {limits}\n"));
+        let c = with("{header_timeout: 2s, max_connections: 50, body_min_rate: 0}").unwrap();
+        assert_eq!(c.limits.header_timeout, "2s");
+        assert_eq!(c.limits.max_connections, Some(50));
+        assert_eq!(c.limits.idle_timeout, "60s", "the others keep their defaults");
+        let e = with("{header_timout: 2s}").unwrap_err().to_string();
+        assert!(
+            e.contains("c.yaml:9:") && e.contains("unknown field `header_timout`"),
+            "{e}"
+        );
+        let e = with("{idle_timeout: 0s}").unwrap_err().to_string();
+        assert!(
+            e.contains("c.yaml:9:") && e.contains("limits.idle_timeout: must be at least 1s"),
+            "{e}"
+        );
+        let e = with("{body_timeout: soon}").unwrap_err().to_string();
+        assert!(e.contains("limits.body_timeout"), "{e}");
+        let e = with("{max_connections: 0}").unwrap_err().to_string();
+        assert!(e.contains("limits.max_connections"), "{e}");
     }
 }

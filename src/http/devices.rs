@@ -1,6 +1,7 @@
 //! Device endpoints (DESIGN 8): reports in, drift and remediation out.
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -9,6 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{Authorized, Caller, Read, Report};
+use super::body::{declared_length, read_body};
 use super::error::ApiError;
 use super::routes::ApiQuery;
 use super::ApiState;
@@ -60,21 +62,17 @@ pub async fn reports(
 ) -> Result<Response, ApiError> {
     state.require_leader()?;
     let devices = devices(&state)?.clone();
-    // Admission before reading a byte: under overload the client is told to
-    // come back, nothing queues without bound.
+    if declared_length(&headers).is_some_and(|n| n > MAX_REPORTS_BODY as u64) {
+        return Err(ApiError::too_large(MAX_REPORTS_BODY));
+    }
+    // The body first, bounded in size and time; only then a slot: admission
+    // counts batches being parsed and stored, not clients still sending, so
+    // slow uploads cannot hold every slot. Under overload the client is told
+    // to come back; nothing queues without bound.
+    let bytes = read_body(body, MAX_REPORTS_BODY, &state.options().limits).await?;
     let Ok(_admitted) = devices.admit() else {
         return Ok(overloaded());
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_REPORTS_BODY as u64) {
-        return Err(ApiError::too_large(MAX_REPORTS_BODY));
-    }
-    let bytes = axum::body::to_bytes(body, MAX_REPORTS_BODY)
-        .await
-        .map_err(|_| ApiError::too_large(MAX_REPORTS_BODY))?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let format = BodyFormat::detect(content_type, &bytes);
     let now = state.now();
@@ -205,8 +203,9 @@ pub(crate) async fn drift(
 pub async fn device(
     _: Authorized<Read>,
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = path?;
     // The id rule of reports: no stored device has an id it refuses.
     check_device_id(&id).map_err(|why| ApiError::bad_request(format!("device id: {why}")))?;
     let devices = devices(&state)?;

@@ -5,6 +5,7 @@
 //! people. Internal failures get a generic message: their detail goes to the
 //! log only, where an operator can read it and a caller cannot.
 
+use axum::extract::rejection::PathRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -58,6 +59,24 @@ impl ApiError {
         )
     }
 
+    /// A body that did not arrive whole within `after`.
+    pub fn body_timeout(after: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("the request body did not arrive within {}s", after.as_secs()),
+        )
+    }
+
+    /// A body that arrived slower than `rate` bytes per second.
+    pub fn body_too_slow(rate: u64) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_too_slow",
+            format!("the request body arrived slower than {rate} bytes per second"),
+        )
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
@@ -104,6 +123,11 @@ impl IntoResponse for ApiError {
             StatusCode::SERVICE_UNAVAILABLE => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
+            // The rest of the body is not read: the connection cannot carry
+            // another request.
+            StatusCode::REQUEST_TIMEOUT => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             _ => {}
         }
         response
@@ -132,6 +156,14 @@ impl From<StoreError> for ApiError {
         } else {
             ApiError::internal(&e)
         }
+    }
+}
+
+/// A path that does not decode (a percent-escape that is not UTF-8, a
+/// segment of the wrong type): axum's own answer would be text/plain.
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        ApiError::bad_request(format!("the path does not decode: {}", e.body_text()))
     }
 }
 

@@ -8,7 +8,10 @@
 //! | `tollgate_approval_decisions_total` | counter: reviews recorded | `result` = approved, changes_requested, dismissed |
 //! | `tollgate_git_poll_duration_seconds` | histogram: fetch and plan | |
 //! | `tollgate_poll_errors_total` | counter | `stage` = leadership, poll, reconcile; `class` = transient, stalled |
-//! | `tollgate_http_request_duration_seconds` | histogram | `method`, `route` (the route template), `status` |
+//! | `tollgate_http_request_duration_seconds` | histogram | `method` (GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, CONNECT, TRACE, else `other`), `route` (the route template, else `unmatched`), `status` |
+//! | `tollgate_http_connections` | gauge: connections open | |
+//! | `tollgate_http_connection_limit` | gauge: the connection cap in force | |
+//! | `tollgate_http_connections_refused_total` | counter: connections over the cap, closed at once | |
 //! | `tollgate_device_reports_total` | counter | `result` = accepted, stale, rejected |
 //! | `tollgate_devices` | gauge: devices in the index | |
 //! | `tollgate_findings` | gauge: open findings | `kind` |
@@ -78,6 +81,9 @@ pub struct Metrics {
     poll_duration: Histogram,
     poll_errors: Family<ErrorLabels, Counter>,
     http: HistogramFamily<HttpLabels>,
+    connections: Gauge,
+    connection_limit: Gauge,
+    connections_refused: Counter,
     reports: Family<ResultLabels, Counter>,
     devices: Gauge,
     findings: Family<KindLabels, Gauge>,
@@ -132,6 +138,20 @@ impl Metrics {
             "HTTP API request latency by method, route and status",
             http.clone(),
         );
+        let connections = Gauge::default();
+        registry.register("http_connections", "HTTP connections open", connections.clone());
+        let connection_limit = Gauge::default();
+        registry.register(
+            "http_connection_limit",
+            "HTTP connections served at once; more are refused",
+            connection_limit.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections refused because the connection limit was reached",
+            connections_refused.clone(),
+        );
         let reports = Family::<ResultLabels, Counter>::default();
         registry.register("device_reports", "Device reports received, by result", reports.clone());
         let devices = Gauge::default();
@@ -181,6 +201,9 @@ impl Metrics {
             poll_duration,
             poll_errors,
             http,
+            connections,
+            connection_limit,
+            connections_refused,
             reports,
             devices,
             findings,
@@ -238,6 +261,22 @@ impl Metrics {
             status: status.to_string(),
         };
         self.http.get_or_create(&labels).observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn set_connection_limit(&self, cap: usize) {
+        self.connection_limit.set(i64::try_from(cap).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.connections.inc();
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.connections.dec();
+    }
+
+    pub(crate) fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     /// Sets the live-promotion gauge; phases missing from `counts` are 0.

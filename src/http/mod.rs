@@ -22,7 +22,9 @@
 //! | `GET /metrics` | anyone | Prometheus ([`metrics`]) |
 //!
 //! Authentication and roles are in [`auth`]; every refusal is the JSON of
-//! [`error::ApiError`]. Request bodies are capped at [`body::MAX_BODY_BYTES`].
+//! [`error::ApiError`]. Request bodies are capped at [`body::MAX_BODY_BYTES`]
+//! and must arrive in time ([`body::read_body`]); connections are capped and
+//! timed out ([`server`]).
 //! Writes go only to the leader; a follower answers them with 503
 //! `not_leader`.
 
@@ -34,6 +36,7 @@ pub mod metrics;
 pub mod observe;
 pub mod poller;
 pub mod routes;
+pub mod server;
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};
@@ -53,6 +56,7 @@ pub use error::ApiError;
 pub use metrics::Metrics;
 pub use poller::{LoopStatus, Poller};
 pub use routes::router;
+pub use server::{serve, HttpLimits};
 
 /// Where the API reads the time; tests pin it.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -65,6 +69,8 @@ pub struct ApiOptions {
     /// The loop's interval, for `/v1/status`.
     pub interval: Duration,
     pub clock: Clock,
+    /// Timeouts, the body rate and the connection cap ([`server`]).
+    pub limits: HttpLimits,
 }
 
 impl Default for ApiOptions {
@@ -73,6 +79,7 @@ impl Default for ApiOptions {
             branch: "main".into(),
             interval: Duration::from_secs(30),
             clock: Arc::new(Utc::now),
+            limits: HttpLimits::default(),
         }
     }
 }
@@ -207,16 +214,4 @@ impl ApiState {
         self.metrics().set_live_promotions(&counts);
         self.metrics().observe_audit(self.controller().store().as_ref()).await
     }
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, then lets
-/// requests in flight finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: ApiState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
 }
