@@ -24,6 +24,12 @@ pub struct ControllerConfig {
     /// Drift, gates and remediation deadlines (DESIGN 8).
     #[serde(default)]
     pub devices: DevicesConfig,
+    /// The file the audit log's head is written to after every commit that
+    /// appends to it, which `tollgate audit verify` checks the log against;
+    /// by default `<db>.audit-head` beside an SQLite store. PostgreSQL keeps
+    /// none unless this is set.
+    #[serde(default)]
+    pub audit_anchor: Option<PathBuf>,
 }
 
 /// `devices:` of the controller config; every field optional.
