@@ -539,6 +539,7 @@ fn sqlite_opening_creates_only_where_there_is_no_file() {
     std::fs::write(&path, b"this is not a database, just some bytes of text").unwrap();
     for options in [&first_run, &INIT] {
         let err = opened(&url, options).unwrap_err();
+        assert!(matches!(err, StoreError::Unusable { .. }), "{err:?}");
         assert!(err.to_string().contains("is not an SQLite database"), "{err}");
     }
     assert_eq!(
@@ -599,6 +600,7 @@ fn postgres_opening_creates_in_an_empty_schema_and_init_only_where_no_tollgate_s
     pg.in_schema("DROP TABLE _sqlx_migrations");
     for options in [&first_run, &INIT] {
         let err = opened(&url, options).unwrap_err();
+        assert!(matches!(err, StoreError::Unusable { .. }), "{err:?}");
         assert!(err.to_string().contains("no record of its migrations"), "{err}");
     }
 }

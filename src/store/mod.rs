@@ -358,6 +358,15 @@ pub enum StoreError {
         /// What is there, e.g. "is an empty file (0 bytes)".
         found: String,
     },
+    #[error(
+        "the {backend} store {target} {found}: it cannot be a Tollgate store, new or old, and nothing was written \
+         to it. Restore the store from a backup, or point the config's store at another place"
+    )]
+    Unusable {
+        backend: Backend,
+        target: String,
+        found: String,
+    },
     #[error("refusing --init: the {backend} store {target} is already initialised ({holds}); start without --init to use it")]
     AlreadyInitialised {
         backend: Backend,
@@ -613,7 +622,11 @@ pub(crate) fn admit(backend: Backend, target: &str, found: &Found, options: &Ope
             holds: holds.clone().unwrap_or_else(|| "its schema is there".to_string()),
         }),
         Found::Initialised { .. } => Ok(false),
-        Found::Unusable { .. } => Err(not_initialised()),
+        Found::Unusable { .. } => Err(StoreError::Unusable {
+            backend,
+            target: target.to_string(),
+            found: found.describe(),
+        }),
         _ if options.existed.is_some() => Err(StoreError::Replaced {
             backend,
             target: target.to_string(),
