@@ -400,6 +400,20 @@ fn an_anchor_one_commit_behind_still_verifies_and_catches_up() {
     // Starting brought the anchor up to the head.
     assert_eq!(anchor_file(&rig.anchor())["seq"], 4);
     assert_eq!(anchor_file(&rig.anchor())["hash"], events[3]["hash"]);
+    // An anchor the server cannot read is no anchor-free log: verify fails.
+    std::fs::write(rig.anchor(), "{\"seq\": 4}\n").unwrap();
+    let (code, verdict) = rig.verify();
+    assert_eq!(code, 1, "{verdict}");
+    let error = verdict["error"].as_str().unwrap();
+    assert!(error.contains("has an audit anchor but cannot read it"), "{error}");
+    assert!(error.contains(&rig.anchor().display().to_string()), "{error}");
+    std::fs::remove_file(rig.anchor()).unwrap();
+    let (code, verdict) = rig.verify();
+    assert_eq!(code, 1, "{verdict}");
+    assert!(
+        verdict["error"].as_str().unwrap().contains("it is missing"),
+        "{verdict}"
+    );
     rig.stop(child);
 
     // An anchor naming an event the log has with another hash is refused.

@@ -525,8 +525,8 @@ async fn audit(
 /// client sees a failed transfer, never a shorter log that looks complete.
 async fn audit_export(_: Authorized<Read>, State(state): State<ApiState>) -> Result<Response, ApiError> {
     let store = state.controller().store().clone();
-    // Before the head: the anchor is written after each commit, so read
-    // first it never names an event past the head read next.
+    // Before the head: the anchor is written after each commit, so, read
+    // first, it never names an event past the head read next.
     let anchor = store.audit_anchor().await;
     let (head_seq, head_hash) = match store.audit_head().await? {
         Some(h) => (h.seq, h.hash),
