@@ -130,6 +130,7 @@ pub struct Verifier {
     events: u64,
     first_seq: Option<u64>,
     expected_head: Option<ChainHead>,
+    anchor: Option<ChainHead>,
 }
 
 impl Verifier {
@@ -147,6 +148,7 @@ impl Verifier {
             events: 0,
             first_seq: None,
             expected_head: None,
+            anchor: None,
         }
     }
 
@@ -159,6 +161,17 @@ impl Verifier {
     /// require it to end there.
     pub fn expect_head(mut self, head: ChainHead) -> Self {
         self.expected_head = Some(head);
+        self
+    }
+
+    /// Also requires the log to hold `anchor`, the head the store recorded
+    /// outside its database after a commit ([`crate::store::anchor`]). Like
+    /// [`Verifier::expect_head`], a lower bound: the log may have grown past
+    /// it (the anchor lags by a commit after a crash), but it must hold that
+    /// event with that hash. Its faults are [`AuditError::AnchorTruncated`]
+    /// and [`AuditError::AnchorMismatch`].
+    pub fn expect_anchor(mut self, anchor: ChainHead) -> Self {
+        self.anchor = Some(anchor);
         self
     }
 
@@ -217,6 +230,15 @@ impl Verifier {
                 });
             }
         }
+        if let Some(anchor) = &self.anchor {
+            if anchor.seq == seq && anchor.hash != event.hash {
+                return Err(AuditError::AnchorMismatch {
+                    seq,
+                    found: event.hash.clone(),
+                    anchored: anchor.hash.clone(),
+                });
+            }
+        }
         self.head = ChainHead::of(event);
         self.events += 1;
         self.first_seq.get_or_insert(seq);
@@ -243,6 +265,27 @@ impl Verifier {
                     seq: expected.seq,
                     found: self.start.hash.clone(),
                     expected: expected.hash.clone(),
+                });
+            }
+        }
+        if let Some(anchor) = &self.anchor {
+            if anchor.seq > self.head.seq {
+                return Err(AuditError::AnchorTruncated {
+                    last_seq: self.head.seq,
+                    anchor_seq: anchor.seq,
+                });
+            }
+            if anchor.seq < self.start.seq {
+                return Err(AuditError::HeadBeforeStart {
+                    expected_seq: anchor.seq,
+                    start_seq: self.start.seq,
+                });
+            }
+            if anchor.seq == self.start.seq && anchor.hash != self.start.hash {
+                return Err(AuditError::AnchorMismatch {
+                    seq: anchor.seq,
+                    found: self.start.hash.clone(),
+                    anchored: anchor.hash.clone(),
                 });
             }
         }
@@ -375,6 +418,53 @@ mod tests {
         ));
         let v = Verifier::from_anchor(ChainHead::of(&events[1])).expect_head(ChainHead::of(&events[1]));
         assert!(v.verify(events[2..].to_vec()).is_ok());
+    }
+
+    #[test]
+    fn the_anchor_is_a_lower_bound_of_the_log() {
+        let events = log(6);
+        let anchored = |at: usize| Verifier::from_genesis().expect_anchor(ChainHead::of(&events[at]));
+        // Untouched, or grown past the anchor (it lags a commit after a crash).
+        assert_eq!(anchored(5).verify(events.clone()).unwrap().last_seq, 6);
+        assert_eq!(anchored(4).verify(events.clone()).unwrap().last_seq, 6);
+        let genesis = Verifier::from_genesis().expect_anchor(ChainHead::genesis());
+        assert_eq!(genesis.verify(Vec::new()).unwrap().last_seq, 0);
+        // The last three deleted.
+        let err = anchored(5).verify(events[..3].to_vec()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AuditError::AnchorTruncated {
+                    last_seq: 3,
+                    anchor_seq: 6
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("seq 4 to 6 are missing"), "{err}");
+        // Only the last one deleted.
+        let err = anchored(5).verify(events[..5].to_vec()).unwrap_err();
+        assert!(err.to_string().contains("seq 6 is missing"), "{err}");
+        // Deleted, then as many appended again: a valid chain, not the anchored one.
+        let mut chain = AuditChain::resume(&events[2]);
+        let mut forged = events[..3].to_vec();
+        for i in 0..3 {
+            forged.push(chain.append(events[3].at, "x", Action::Adopted, "s", json!({"forged": i})));
+        }
+        assert!(verify(forged.clone()).is_ok());
+        let err = anchored(5).verify(forged.clone()).unwrap_err();
+        assert!(matches!(err, AuditError::AnchorMismatch { seq: 6, .. }), "{err:?}");
+        let err = anchored(4).verify(forged).unwrap_err();
+        assert!(matches!(err, AuditError::AnchorMismatch { seq: 5, .. }), "{err:?}");
+        // A genesis anchor with another hash is no genesis.
+        let fake = Verifier::from_genesis().expect_anchor(ChainHead {
+            seq: 0,
+            hash: events[0].hash.clone(),
+        });
+        assert!(matches!(
+            fake.verify(events.clone()),
+            Err(AuditError::AnchorMismatch { seq: 0, .. })
+        ));
     }
 
     #[test]

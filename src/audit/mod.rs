@@ -79,7 +79,10 @@
 //! Both are caught by checking against a head recorded elsewhere
 //! ([`verify_against`], [`Verifier::expect_head`]): keep the `(seq, hash)`
 //! of the head from each export or review, and a later log must still
-//! contain that exact event.
+//! contain that exact event. The controller keeps one itself: after every
+//! commit that appends events, the store writes the head to an anchor file
+//! outside the database ([`crate::store::anchor`]), and `tollgate audit
+//! verify` checks the log against it ([`Verifier::expect_anchor`]).
 //!
 //! # Precision
 //!
@@ -130,6 +133,16 @@ pub enum AuditError {
 
     #[error("event seq {seq} has hash {found}, not the expected head hash {expected}: the log was rewritten up to this event")]
     HeadMismatch { seq: u64, found: String, expected: String },
+
+    #[error(
+        "the log ends at seq {last_seq}, but the anchor the store wrote outside its database records seq \
+         {anchor_seq}: {} from its end (deleted)",
+        missing_tail(*.last_seq, *.anchor_seq)
+    )]
+    AnchorTruncated { last_seq: u64, anchor_seq: u64 },
+
+    #[error("event seq {seq} has hash {found}, but the anchor the store wrote outside its database records {anchored}: the log was rewritten up to this event")]
+    AnchorMismatch { seq: u64, found: String, anchored: String },
 
     #[error("the expected head seq {expected_seq} lies before the start anchor seq {start_seq}: it cannot be checked from there")]
     HeadBeforeStart { expected_seq: u64, start_seq: u64 },
@@ -185,6 +198,14 @@ impl AuditError {
             AuditError::AtLine { source, .. } => source.fault(),
             other => other,
         }
+    }
+}
+
+fn missing_tail(last_seq: u64, anchor_seq: u64) -> String {
+    if anchor_seq == last_seq + 1 {
+        format!("seq {anchor_seq} is missing")
+    } else {
+        format!("seq {} to {anchor_seq} are missing", last_seq + 1)
     }
 }
 

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use super::{write_json, Exit, Format};
 use crate::audit::{AuditError, ChainHead, Verifier, VerifyReport};
-use crate::http::routes::{AUDIT_HEAD_HASH, AUDIT_HEAD_SEQ};
+use crate::http::routes::{AUDIT_ANCHOR_ERROR, AUDIT_ANCHOR_HASH, AUDIT_ANCHOR_SEQ, AUDIT_HEAD_HASH, AUDIT_HEAD_SEQ};
 
 /// A bearer token from the command line or the environment. It never prints.
 #[derive(Clone)]
@@ -586,28 +586,59 @@ pub fn audit_cmd(command: &AuditCommand, out: &mut dyn Write, format: Format) ->
     }
 }
 
+/// A header of a response, as text.
+fn header_text(response: &ureq::http::Response<ureq::Body>, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
 /// The head the server says its export ends at, if it said.
 fn export_head(response: &ureq::http::Response<ureq::Body>) -> Option<ChainHead> {
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let seq = header(AUDIT_HEAD_SEQ)?.parse().ok()?;
+    let seq = header_text(response, AUDIT_HEAD_SEQ)?.parse().ok()?;
     Some(ChainHead {
         seq,
-        hash: header(AUDIT_HEAD_HASH)?,
+        hash: header_text(response, AUDIT_HEAD_HASH)?,
     })
 }
 
+/// What a verified log was checked against beyond its own chain.
+enum Anchoring {
+    /// An export file: nothing but the chain.
+    File,
+    /// The server keeps no anchor.
+    NotKept,
+    /// The head the server's store anchored outside its database.
+    At(ChainHead),
+}
+
+/// The anchor the server sent with its export; `Err` when it has one but
+/// could not read it.
+fn export_anchor(response: &ureq::http::Response<ureq::Body>) -> Result<Anchoring, String> {
+    if let Some(error) = header_text(response, AUDIT_ANCHOR_ERROR) {
+        return Err(error);
+    }
+    let seq = header_text(response, AUDIT_ANCHOR_SEQ);
+    let hash = header_text(response, AUDIT_ANCHOR_HASH);
+    match (seq, hash) {
+        (None, None) => Ok(Anchoring::NotKept),
+        (Some(seq), Some(hash)) => match seq.parse() {
+            Ok(seq) => Ok(Anchoring::At(ChainHead { seq, hash })),
+            Err(_) => Err(format!("the server sent an anchor seq {seq:?} that is not a number")),
+        },
+        _ => Err("the server sent half an anchor (seq or hash alone)".to_string()),
+    }
+}
+
 pub fn audit_verify_cmd(args: &AuditVerifyArgs, out: &mut dyn Write, format: Format) -> anyhow::Result<Exit> {
-    let (source, verified) = match &args.file {
+    let (source, anchoring, verified) = match &args.file {
         Some(path) => {
             let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
             (
                 path.display().to_string(),
+                Anchoring::File,
                 Verifier::from_genesis().verify_jsonl(&mut BufReader::new(file)),
             )
         }
@@ -619,35 +650,68 @@ pub fn audit_verify_cmd(args: &AuditVerifyArgs, out: &mut dyn Write, format: For
             };
             // Also proves the download was not cut short: the log must reach
             // the head the server announced.
-            let verifier = match export_head(&response) {
+            let mut verifier = match export_head(&response) {
                 Some(head) => Verifier::from_genesis().expect_head(head),
                 None => Verifier::from_genesis(),
             };
+            // And that nothing was cut off its end in the database: it must
+            // hold the head the store anchored outside it.
+            let anchoring = match export_anchor(&response) {
+                Ok(anchoring) => anchoring,
+                Err(why) => {
+                    let message = format!("the server has an audit anchor but cannot read it: {why}");
+                    return write_broken(out, format, &api.base, &message);
+                }
+            };
+            if let Anchoring::At(anchor) = &anchoring {
+                verifier = verifier.expect_anchor(anchor.clone());
+            }
             let verified = verifier.verify_jsonl(&mut BufReader::new(response.body_mut().as_reader()));
-            (api.base.clone(), verified)
+            (api.base.clone(), anchoring, verified)
         }
     };
-    write_verdict(out, format, &source, verified)
+    write_verdict(out, format, &source, &anchoring, verified)
+}
+
+fn write_broken(out: &mut dyn Write, format: Format, source: &str, message: &str) -> anyhow::Result<Exit> {
+    if format == Format::Json {
+        write_json(out, &json!({"intact": false, "source": source, "error": message}))?;
+    } else {
+        writeln!(out, "audit log BROKEN: {message}")?;
+    }
+    Ok(Exit::Failed)
 }
 
 fn write_verdict(
     out: &mut dyn Write,
     format: Format,
     source: &str,
+    anchoring: &Anchoring,
     verified: Result<VerifyReport, AuditError>,
 ) -> anyhow::Result<Exit> {
     match verified {
         Ok(r) => {
             if format == Format::Json {
+                let anchor = match anchoring {
+                    Anchoring::At(a) => json!({"seq": a.seq, "hash": a.hash}),
+                    _ => Value::Null,
+                };
                 write_json(
                     out,
                     &json!({"intact": true, "source": source, "events": r.events, "first_seq": r.first_seq,
-                            "last_seq": r.last_seq, "head_hash": r.head_hash}),
+                            "last_seq": r.last_seq, "head_hash": r.head_hash, "anchor": anchor}),
                 )?;
             } else {
+                let anchor = match anchoring {
+                    Anchoring::File => String::new(),
+                    Anchoring::NotKept => {
+                        "; the server keeps no audit anchor, so events deleted from the end would not show".to_string()
+                    }
+                    Anchoring::At(a) => format!("; holds the anchored seq {}", a.seq),
+                };
                 writeln!(
                     out,
-                    "audit log intact: {} events, up to seq {} ({})",
+                    "audit log intact: {} events, up to seq {} ({}){anchor}",
                     r.events, r.last_seq, r.head_hash
                 )?;
             }
@@ -657,15 +721,7 @@ fn write_verdict(
         Err(e @ AuditError::Read { .. }) => {
             Err(anyhow::Error::new(e).context(format!("reading the audit log from {source}")))
         }
-        Err(e) => {
-            let message = crate::http::error::chain(&e);
-            if format == Format::Json {
-                write_json(out, &json!({"intact": false, "source": source, "error": message}))?;
-            } else {
-                writeln!(out, "audit log BROKEN: {message}")?;
-            }
-            Ok(Exit::Failed)
-        }
+        Err(e) => write_broken(out, format, source, &crate::http::error::chain(&e)),
     }
 }
 

@@ -5,6 +5,13 @@
 //!
 //! `--adopt REV` first records that every ring already runs REV (an existing
 //! fleet brought under Tollgate); it is refused once the store has published.
+//!
+//! A store is created only on a first run where there is none (no SQLite
+//! file, an empty PostgreSQL schema) or with `--init`; a store that was
+//! initialised is never taken for a new one (see [`crate::store`]). The
+//! audit log's head is anchored outside the database (`auditAnchor`,
+//! [`crate::store::anchor`]), and a store that no longer holds the anchored
+//! event is refused.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -29,6 +36,10 @@ pub struct RunArgs {
     /// the repo's history from its first commit.
     #[arg(long, value_name = "REV")]
     pub adopt: Option<String>,
+    /// Create the store: also in an empty SQLite file or a database without
+    /// Tollgate's schema. Refused when the store is already initialised.
+    #[arg(long)]
+    pub init: bool,
 }
 
 pub fn run_cmd(args: &RunArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
@@ -38,7 +49,7 @@ pub fn run_cmd(args: &RunArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve_controller(config, args.adopt.as_deref(), out))
+    runtime.block_on(serve_controller(config, args.adopt.as_deref(), args.init, out))
 }
 
 /// Logs go to stderr; `TOLLGATE_LOG` filters them (`default` otherwise, e.g.
@@ -84,11 +95,21 @@ pub(crate) async fn start(
     adopt: Option<(&str, &str)>,
     holder: String,
 ) -> anyhow::Result<Started> {
+    start_with(config, adopt, holder, false).await
+}
+
+/// [`start`], and with `init` the store may be created as `--init` allows.
+pub(crate) async fn start_with(
+    config: &ControllerConfig,
+    adopt: Option<(&str, &str)>,
+    holder: String,
+    init: bool,
+) -> anyhow::Result<Started> {
     let tokens = Tokens::from_config(&config.tokens)?;
     if config.tokens.is_empty() {
         tracing::warn!("no tokens are configured: every API call but the probes and /metrics will be refused");
     }
-    let store = crate::store::open(&config.store).await.context("opening the store")?;
+    let store = open_store(config, init).await?;
     let mirror = config.mirror.clone().unwrap_or_else(|| PathBuf::from("mirror"));
     let fleet_options = config.devices.fleet_options().map_err(anyhow::Error::msg)?;
     let fleet = SharedFleet::new(fleet_options, store.clone());
@@ -143,13 +164,40 @@ pub(crate) async fn start(
     })
 }
 
-async fn serve_controller(config: ControllerConfig, adopt: Option<&str>, out: &mut dyn Write) -> anyhow::Result<Exit> {
+/// The store of `config`, its audit head anchored where `auditAnchor` (or
+/// the SQLite default beside the database) says.
+async fn open_store(config: &ControllerConfig, init: bool) -> anyhow::Result<Arc<dyn crate::store::Store>> {
+    let anchor = config
+        .audit_anchor
+        .clone()
+        .or_else(|| crate::store::default_anchor_path(&config.store));
+    if anchor.is_none() && !config.store.contains(":memory:") {
+        tracing::warn!(
+            "no audit anchor (set auditAnchor in the controller config): events deleted from the end of the audit \
+             log in the database would go unnoticed"
+        );
+    }
+    let options = crate::store::OpenOptions {
+        init,
+        ..Default::default()
+    };
+    crate::store::open_anchored(&config.store, &options, anchor.as_deref())
+        .await
+        .context("opening the store")
+}
+
+async fn serve_controller(
+    config: ControllerConfig,
+    adopt: Option<&str>,
+    init: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<Exit> {
     // The audit trail names who adopted: the account that started the controller.
     let actor = std::env::var("USER")
         .ok()
         .filter(|u| !u.is_empty())
         .unwrap_or_else(|| "operator".into());
-    let mut started = start(&config, adopt.map(|rev| (rev, actor.as_str())), holder()).await?;
+    let mut started = start_with(&config, adopt.map(|rev| (rev, actor.as_str())), holder(), init).await?;
     writeln!(out, "tollgate: serving the API on http://{}", started.addr)?;
     out.flush()?;
     // The server only ends by itself when it cannot accept connections.

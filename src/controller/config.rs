@@ -28,6 +28,12 @@ pub struct ControllerConfig {
     /// (docs/security.md).
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// The file the audit log's head is written to after every commit that
+    /// appends to it, which `tollgate audit verify` checks the log against;
+    /// by default `<db>.audit-head` beside an SQLite store. PostgreSQL keeps
+    /// none unless this is set.
+    #[serde(default)]
+    pub audit_anchor: Option<PathBuf>,
 }
 
 /// `limits:` of the controller config; every field optional.

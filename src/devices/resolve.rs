@@ -131,14 +131,12 @@ pub struct Rendered {
 /// Why a ring's desired state could not be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
-    #[error("store")]
+    /// Transparent: its message names what failed (a kv entry's key, the
+    /// store), and `DevicesError` keeps only this text.
+    #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the stored desired state of ring {ring:?} is unreadable")]
-    CorruptDesired {
-        ring: String,
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error("stored desired state {key} is not a desired state: {reason}")]
+    CorruptDesired { key: String, reason: serde_json::Error },
     #[error("stored promotion {id} is unreadable: {reason}")]
     CorruptPromotion { id: i64, reason: String },
     #[error("ring {ring:?} holds document {key:?}, which is neither a baseline nor an exception")]
@@ -335,10 +333,8 @@ impl DesiredCache {
     pub async fn published(&self, store: &dyn Store) -> Result<Vec<Published>, ResolveError> {
         let mut out = Vec::new();
         for (key, value) in store.kv_prefix(DESIRED_PREFIX).await? {
-            let p: Published = serde_json::from_value(value).map_err(|source| ResolveError::CorruptDesired {
-                ring: key.strip_prefix(DESIRED_PREFIX).unwrap_or(&key).to_string(),
-                source,
-            })?;
+            let p: Published =
+                serde_json::from_value(value).map_err(|reason| ResolveError::CorruptDesired { key, reason })?;
             out.push(p);
         }
         out.sort_by(|a, b| (a.ring_index, &a.ring).cmp(&(b.ring_index, &b.ring)));
@@ -408,9 +404,9 @@ impl DesiredCache {
         if let Some(hit) = self.cached(ring, &hash) {
             return hit;
         }
-        let desired: Desired = serde_json::from_value(value).map_err(|source| ResolveError::CorruptDesired {
-            ring: ring.to_string(),
-            source,
+        let desired: Desired = serde_json::from_value(value).map_err(|reason| ResolveError::CorruptDesired {
+            key: keys::desired(ring),
+            reason,
         })?;
         let known: Vec<Arc<Rendered>> = lock(&self.rings).values().map(|(_, r)| r.clone()).collect();
         let resolved = match self.resolve(store, &desired, &known).await {

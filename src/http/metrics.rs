@@ -15,6 +15,8 @@
 //! | `tollgate_device_reports_total` | counter | `result` = accepted, stale, rejected |
 //! | `tollgate_devices` | gauge: devices in the index | |
 //! | `tollgate_findings` | gauge: open findings | `kind` |
+//! | `tollgate_audit_head_seq` | gauge: seq of the newest audit event in the store | |
+//! | `tollgate_audit_anchor_seq` | gauge: seq the store anchored outside its database; -1 when it keeps no anchor or cannot read it | |
 //!
 //! Gate results and approval decisions are read from the audit log as it
 //! grows (every decision is an audit event, whoever made it), counted from
@@ -87,6 +89,8 @@ pub struct Metrics {
     reports: Family<ResultLabels, Counter>,
     devices: Gauge,
     findings: Family<KindLabels, Gauge>,
+    audit_head_seq: Gauge,
+    audit_anchor_seq: Gauge,
     /// The last audit seq counted; `None` until the log's head is known.
     audit_cursor: Mutex<Option<i64>>,
 }
@@ -158,6 +162,21 @@ impl Metrics {
         registry.register("devices", "Devices in the device index", devices.clone());
         let findings = Family::<KindLabels, Gauge>::default();
         registry.register("findings", "Open findings by kind", findings.clone());
+        // Scraped and kept elsewhere, these two witness the log's length: a
+        // head that goes down, or an anchor above the head, is a deleted tail.
+        let audit_head_seq = Gauge::default();
+        registry.register(
+            "audit_head_seq",
+            "Seq of the newest audit event in the store",
+            audit_head_seq.clone(),
+        );
+        let audit_anchor_seq = Gauge::default();
+        audit_anchor_seq.set(-1);
+        registry.register(
+            "audit_anchor_seq",
+            "Seq of the audit head anchored outside the store (-1: no anchor kept, or unreadable)",
+            audit_anchor_seq.clone(),
+        );
         for result in ["accepted", "stale", "rejected"] {
             reports.get_or_create(&ResultLabels { result: result.into() }).inc_by(0);
         }
@@ -207,6 +226,8 @@ impl Metrics {
             reports,
             devices,
             findings,
+            audit_head_seq,
+            audit_anchor_seq,
             audit_cursor: Mutex::new(None),
         }
     }
@@ -291,7 +312,13 @@ impl Metrics {
 
     /// Counts the audit events appended since the last call. The first call
     /// only finds the head: history from before this process is not counted.
+    /// Also sets the audit head and anchor gauges.
     pub async fn observe_audit(&self, store: &dyn Store) -> Result<(), StoreError> {
+        // The anchor first: read before the head, it is never above it
+        // unless events were deleted.
+        let anchor = store.audit_anchor().await;
+        self.audit_anchor_seq.set(anchor.ok().flatten().map_or(-1, |a| a.seq));
+        self.audit_head_seq.set(store.audit_head().await?.map_or(0, |h| h.seq));
         let cursor = *self.audit_cursor.lock().expect("metrics lock");
         let Some(mut after) = cursor else {
             let head = store.audit_head().await?.map_or(0, |h| h.seq);

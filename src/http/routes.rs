@@ -47,6 +47,11 @@ pub const PHASES: [&str; 8] = [
 /// Headers of `/v1/audit/export` naming the last event it holds.
 pub const AUDIT_HEAD_SEQ: &str = "tollgate-audit-head-seq";
 pub const AUDIT_HEAD_HASH: &str = "tollgate-audit-head-hash";
+/// Headers of `/v1/audit/export` naming the anchored head the log must hold
+/// (see [`crate::store::anchor`]), or why the anchor cannot be read.
+pub const AUDIT_ANCHOR_SEQ: &str = "tollgate-audit-anchor-seq";
+pub const AUDIT_ANCHOR_HASH: &str = "tollgate-audit-anchor-hash";
+pub const AUDIT_ANCHOR_ERROR: &str = "tollgate-audit-anchor-error";
 
 const MAX_REASON_CHARS: usize = 2000;
 const AUDIT_PAGE: u32 = 1000;
@@ -520,6 +525,9 @@ async fn audit(
 /// client sees a failed transfer, never a shorter log that looks complete.
 async fn audit_export(_: Authorized<Read>, State(state): State<ApiState>) -> Result<Response, ApiError> {
     let store = state.controller().store().clone();
+    // Before the head: the anchor is written after each commit, so, read
+    // first, it never names an event past the head read next.
+    let anchor = store.audit_anchor().await;
     let (head_seq, head_hash) = match store.audit_head().await? {
         Some(h) => (h.seq, h.hash),
         None => (0, GENESIS_PREV.to_string()),
@@ -567,7 +575,32 @@ async fn audit_export(_: Authorized<Read>, State(state): State<ApiState>) -> Res
             })?,
         ),
     ];
-    Ok((headers, Body::from_stream(pages)).into_response())
+    let mut response = (headers, Body::from_stream(pages)).into_response();
+    let extra = response.headers_mut();
+    match anchor {
+        Ok(None) => {}
+        Ok(Some(a)) => match HeaderValue::from_str(&a.hash) {
+            Ok(hash) => {
+                extra.insert(AUDIT_ANCHOR_SEQ, HeaderValue::from(a.seq));
+                extra.insert(AUDIT_ANCHOR_HASH, hash);
+            }
+            Err(_) => anchor_error(extra, "the anchored hash cannot be sent"),
+        },
+        Err(e) => anchor_error(extra, &super::error::chain(&e)),
+    }
+    Ok(response)
+}
+
+/// Tells the client the anchor exists but cannot be read: a verifier must
+/// not take that for a log without an anchor.
+fn anchor_error(headers: &mut header::HeaderMap, message: &str) {
+    tracing::error!(error = %message, "the audit anchor cannot be read");
+    let printable: String = message
+        .chars()
+        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .collect();
+    let value = HeaderValue::from_str(&printable).unwrap_or(HeaderValue::from_static("unreadable"));
+    headers.insert(AUDIT_ANCHOR_ERROR, value);
 }
 
 async fn status(_: Authorized<Read>, State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {

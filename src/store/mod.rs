@@ -17,7 +17,22 @@
 //! truncates the ones it is given, except an audit row's `at`: its hash covers
 //! it, so a timestamp finer than a microsecond is refused
 //! ([`StoreError::Invalid`]) rather than silently changed.
+//!
+//! # Which stores are new
+//!
+//! Opening never turns a store that was initialised into a new one. What is
+//! found at the URL decides ([`admit`]): Tollgate's schema (its migration
+//! record, `_sqlx_migrations`) is opened and brought up to date; nothing at
+//! all (no SQLite file, an empty PostgreSQL schema) is created on a first
+//! run. Anything else is refused with the reason: a zero-byte SQLite file
+//! (truncated), a database without Tollgate's schema, a file that is not a
+//! database. [`OpenOptions::init`] (`tollgate run --init`) creates a store in
+//! an empty file or a database without Tollgate's schema, and refuses one
+//! that is already initialised. [`OpenOptions::existed`] is evidence kept
+//! outside the database that a store was initialised here (the audit
+//! anchor, see [`anchor`]): then nothing is created at all.
 
+pub mod anchor;
 mod postgres;
 mod sqlite;
 
@@ -33,6 +48,7 @@ use serde_json::Value;
 use sqlx::error::BoxDynError;
 use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType};
 
+pub use anchor::{default_anchor_path, open_anchored, AnchorError, AuditAnchor};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -331,6 +347,46 @@ pub enum StoreError {
         op: &'static str,
         after: std::time::Duration,
     },
+    #[error(
+        "the {backend} store {target} {found}: it is not an initialised Tollgate store, and it is not taken for a \
+         new one. If it held Tollgate's state, restore it from a backup; to create a new store there, start once \
+         with `tollgate run --init`"
+    )]
+    NotInitialised {
+        backend: Backend,
+        target: String,
+        /// What is there, e.g. "is an empty file (0 bytes)".
+        found: String,
+    },
+    #[error(
+        "the {backend} store {target} {found}: it cannot be a Tollgate store, new or old, and nothing was written \
+         to it. Restore the store from a backup, or point the config's store at another place"
+    )]
+    Unusable {
+        backend: Backend,
+        target: String,
+        found: String,
+    },
+    #[error("refusing --init: the {backend} store {target} is already initialised ({holds}); start without --init to use it")]
+    AlreadyInitialised {
+        backend: Backend,
+        target: String,
+        /// What it holds, e.g. "audit log up to seq 12, 3 promotions, 40 kv entries".
+        holds: String,
+    },
+    #[error(
+        "the {backend} store {target} {found}, but {existed}: the store was deleted or replaced. Restore it from a \
+         backup; to start a new store there instead, first move the anchor aside (keep it as evidence)"
+    )]
+    Replaced {
+        backend: Backend,
+        target: String,
+        found: String,
+        /// The evidence, e.g. "the audit anchor /var/lib/tollgate/state.db.audit-head records seq 12".
+        existed: String,
+    },
+    #[error(transparent)]
+    Anchor(#[from] AnchorError),
 }
 
 impl StoreError {
@@ -429,6 +485,13 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Checks that the database answers, for readiness probes.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The audit head recorded outside the database, if this store keeps
+    /// one ([`anchor`]): a lower bound of the log, which must hold that
+    /// event and may have grown past it.
+    async fn audit_anchor(&self) -> Result<Option<AuditAnchor>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// Opens the store a URL names and brings its schema up to date:
@@ -436,11 +499,47 @@ pub trait Store: Send + Sync + fmt::Debug {
 /// private database that lives as long as the store), or
 /// `postgres://user:password@host:port/db` (`postgresql://` too; libpq-style
 /// parameters such as `?options=-c%20search_path%3Dtollgate` pick a schema).
+///
+/// A store is created only where there is none (see the module docs);
+/// [`open_with`] takes the options of `tollgate run`.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(open_with(url, &OpenOptions::default()).await?.store)
+}
+
+/// How [`open_with`] may treat what it finds at the URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// `tollgate run --init`: also create the store in a zero-byte SQLite
+    /// file or in a database without Tollgate's schema; refuse a store that
+    /// is already initialised.
+    pub init: bool,
+    /// Evidence kept outside the database that a store was initialised at
+    /// this URL, in words ("the audit anchor FILE records seq 12"): nothing
+    /// is created then, with or without `init`.
+    pub existed: Option<String>,
+}
+
+/// A store [`open_with`] opened, and whether it created it just now.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub store: Arc<dyn Store>,
+    pub created: bool,
+}
+
+/// Opens the store a URL names, or creates it as `options` allow.
+pub async fn open_with(url: &str, options: &OpenOptions) -> Result<Opened, StoreError> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::open(url).await?))
+        let (store, created) = SqliteStore::open_with(url, options).await?;
+        Ok(Opened {
+            store: Arc::new(store),
+            created,
+        })
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::open(url).await?))
+        let (store, created) = PostgresStore::open_with(url, options).await?;
+        Ok(Opened {
+            store: Arc::new(store),
+            created,
+        })
     } else {
         Err(StoreError::Url {
             url: redact_url(url),
@@ -448,6 +547,106 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         })
     }
 }
+
+/// What is at a store's URL before it is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Found {
+    /// No SQLite file (or an in-memory database); a PostgreSQL schema
+    /// without tables, views or sequences.
+    Nothing,
+    /// A zero-byte SQLite file.
+    EmptyFile,
+    /// A database without Tollgate's migration record: no tables at all,
+    /// or other tables (named).
+    NoSchema { tables: Vec<String> },
+    /// Tollgate's schema. `holds` says what it holds, when asked for.
+    Initialised { holds: Option<String> },
+    /// What cannot be a Tollgate store, new or old (not a database;
+    /// Tollgate's tables without its migration record).
+    Unusable { what: String },
+}
+
+impl Found {
+    fn describe(&self) -> String {
+        match self {
+            Found::Nothing => "does not exist".to_string(),
+            Found::EmptyFile => "is an empty file (0 bytes)".to_string(),
+            Found::NoSchema { tables } if tables.is_empty() => "is a database without tables".to_string(),
+            Found::NoSchema { tables } => format!("holds tables ({}) but no Tollgate schema", tables.join(", ")),
+            Found::Initialised { .. } => "is initialised".to_string(),
+            Found::Unusable { what } => what.clone(),
+        }
+    }
+}
+
+/// Tables that only Tollgate's schema has; one of them without the
+/// migration record means a damaged store, not a foreign database.
+pub(crate) const TOLLGATE_TABLES: [&str; 4] = ["audit", "kv", "promotions", "reviews"];
+
+/// The migration record sqlx keeps, in the store's own schema.
+pub(crate) const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
+
+/// Classifies a database by the names of its tables.
+pub(crate) fn found_by_tables(tables: Vec<String>) -> Found {
+    if tables.iter().any(|t| t == MIGRATIONS_TABLE) {
+        return Found::Initialised { holds: None };
+    }
+    let ours: Vec<&str> = tables
+        .iter()
+        .map(String::as_str)
+        .filter(|t| TOLLGATE_TABLES.contains(t))
+        .collect();
+    if !ours.is_empty() {
+        return Found::Unusable {
+            what: format!(
+                "has Tollgate's tables ({}) but no record of its migrations ({MIGRATIONS_TABLE})",
+                ours.join(", ")
+            ),
+        };
+    }
+    Found::NoSchema { tables }
+}
+
+/// Whether to create a store where `found` was found: `Ok(true)` create it,
+/// `Ok(false)` open the initialised one, or why neither.
+pub(crate) fn admit(backend: Backend, target: &str, found: &Found, options: &OpenOptions) -> Result<bool, StoreError> {
+    let not_initialised = || StoreError::NotInitialised {
+        backend,
+        target: target.to_string(),
+        found: found.describe(),
+    };
+    match found {
+        Found::Initialised { holds } if options.init => Err(StoreError::AlreadyInitialised {
+            backend,
+            target: target.to_string(),
+            holds: holds.clone().unwrap_or_else(|| "its schema is there".to_string()),
+        }),
+        Found::Initialised { .. } => Ok(false),
+        Found::Unusable { .. } => Err(StoreError::Unusable {
+            backend,
+            target: target.to_string(),
+            found: found.describe(),
+        }),
+        _ if options.existed.is_some() => Err(StoreError::Replaced {
+            backend,
+            target: target.to_string(),
+            found: found.describe(),
+            existed: options.existed.clone().unwrap_or_default(),
+        }),
+        Found::Nothing => Ok(true),
+        Found::EmptyFile | Found::NoSchema { .. } if options.init => Ok(true),
+        Found::EmptyFile | Found::NoSchema { .. } => Err(not_initialised()),
+    }
+}
+
+/// What an initialised store holds, in words, from its three counts.
+pub(crate) fn holds_text(audit_head: i64, promotions: i64, kv: i64) -> String {
+    format!("audit log up to seq {audit_head}, {promotions} promotions, {kv} kv entries")
+}
+
+/// The query behind [`holds_text`]; the same SQL on both databases.
+pub(crate) const HOLDS_QUERY: &str = "SELECT (SELECT coalesce(max(seq), 0) FROM audit), \
+     (SELECT count(*) FROM promotions), (SELECT count(*) FROM kv)";
 
 /// `t` as the store keeps it: whole microseconds.
 pub fn stored_precision(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -606,7 +805,7 @@ pub(crate) fn drop_in_background(t: Transition) {
 pub(crate) fn from_json_text(what: impl FnOnce() -> String, text: &str) -> Result<Value, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
         what: what(),
-        reason: e.to_string(),
+        reason: format!("not valid JSON: {e}"),
     })
 }
 

@@ -27,9 +27,10 @@ use sqlx::{ConnectOptions, Connection, Postgres, QueryBuilder, Row};
 use tokio::sync::Mutex;
 
 use super::{
-    check_audit_continues, drop_in_background, from_json_text, kv_writes, migrator, prefix_upper_bound, redact_url,
-    stored_precision, to_json_text, validate, AuditRow, Backend, CommitResult, PromotionFilter, PromotionRecord,
-    PromotionWrite, ReviewRecord, Store, StoreError, Transition, WrittenPromotion,
+    admit, check_audit_continues, drop_in_background, found_by_tables, from_json_text, holds_text, kv_writes, migrator,
+    prefix_upper_bound, redact_url, stored_precision, to_json_text, validate, AuditRow, Backend, CommitResult, Found,
+    OpenOptions, PromotionFilter, PromotionRecord, PromotionWrite, ReviewRecord, Store, StoreError, Transition,
+    WrittenPromotion, HOLDS_QUERY,
 };
 
 /// How long the leadership connection may take to connect or answer before
@@ -65,9 +66,16 @@ struct Leadership {
 }
 
 impl PostgresStore {
+    /// Opens an initialised store, or creates one in an empty schema (see
+    /// [`super::open_with`]).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Ok(PostgresStore::open_with(url, &OpenOptions::default()).await?.0)
+    }
+
+    /// Opens or creates the store as `options` allow; true when created.
+    pub async fn open_with(url: &str, options: &OpenOptions) -> Result<(Self, bool), StoreError> {
         let target = redact_url(url);
-        let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Url {
+        let connect = PgConnectOptions::from_str(url).map_err(|e| StoreError::Url {
             url: target.clone(),
             reason: e.to_string(),
         })?;
@@ -81,7 +89,9 @@ impl PostgresStore {
         // until its timeout and report only that. It also runs the migrations;
         // sqlx holds an advisory lock meanwhile, so replicas starting together
         // apply each migration once.
-        let mut conn = PgConnection::connect_with(&options).await.map_err(open_error)?;
+        let mut conn = PgConnection::connect_with(&connect).await.map_err(open_error)?;
+        let found = inspect(&mut conn, options.init).await?;
+        let created = admit(Backend::Postgres, &target, &found, options)?;
         migrator(Backend::Postgres)
             .await?
             .run(&mut conn)
@@ -94,13 +104,14 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_lazy_with(options.clone());
-        Ok(PostgresStore {
+            .connect_lazy_with(connect.clone());
+        let store = PostgresStore {
             pool,
-            options,
+            options: connect,
             target,
             leader: Mutex::new(Leadership::default()),
-        })
+        };
+        Ok((store, created))
     }
 
     /// The URL this store was opened with, password-free.
@@ -155,6 +166,50 @@ impl PostgresStore {
         .map_err(lock_error)?;
         Ok((taken, conn))
     }
+}
+
+/// What the schema Tollgate would use (the first of `search_path`, where
+/// the migrations create their objects) holds. An empty schema is
+/// [`Found::Nothing`]: that is how a database is handed to Tollgate. `count`
+/// also asks what an initialised store holds.
+async fn inspect(conn: &mut PgConnection, count: bool) -> Result<Found, StoreError> {
+    let schema: Option<String> = sqlx::query_scalar("SELECT current_schema()")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error("find the current schema"))?;
+    let Some(schema) = schema else {
+        return Ok(Found::Unusable {
+            what: "has no schema to use: none of the schemas in search_path exists".to_string(),
+        });
+    };
+    // Tables, views, sequences and foreign tables: whatever makes the schema
+    // somebody's.
+    let relations: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') ORDER BY 1",
+    )
+    .bind(&schema)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error("list the schema's tables"))?;
+    if relations.is_empty() {
+        return Ok(Found::Nothing);
+    }
+    let mut found = match found_by_tables(relations) {
+        // Named with their schema: the same names may exist in another.
+        Found::NoSchema { tables } => Found::NoSchema {
+            tables: tables.into_iter().map(|t| format!("{schema}.{t}")).collect(),
+        },
+        found => found,
+    };
+    if let (Found::Initialised { holds }, true) = (&mut found, count) {
+        let counts: Result<(i64, i64, i64), _> = sqlx::query_as(HOLDS_QUERY).fetch_one(&mut *conn).await;
+        *holds = Some(match counts {
+            Ok((audit, promotions, kv)) => holds_text(audit, promotions, kv),
+            Err(e) => format!("its tables cannot be counted: {e}"),
+        });
+    }
+    Ok(found)
 }
 
 /// The `(key, value as JSON text)` rows under `prefix`, in key order.
@@ -501,7 +556,7 @@ impl Store for PostgresStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db_error("read a kv entry"))?;
-        text.map(|text| from_json_text(|| format!("kv entry {key:?}"), &text))
+        text.map(|text| from_json_text(|| format!("kv entry {key:?} in {}", self.target), &text))
             .transpose()
     }
 
@@ -512,7 +567,7 @@ impl Store for PostgresStore {
             .map_err(db_error("scan kv entries"))?;
         rows.into_iter()
             .map(|(key, text)| {
-                let value = from_json_text(|| format!("kv entry {key:?}"), &text)?;
+                let value = from_json_text(|| format!("kv entry {key:?} in {}", self.target), &text)?;
                 Ok((key, value))
             })
             .collect()

@@ -35,9 +35,10 @@ use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::Mutex;
 
 use super::{
-    check_audit_continues, drop_in_background, from_json_text, kv_statement_rows, kv_writes, migrator,
-    prefix_upper_bound, redact_url, stored_precision, to_json_text, validate, AuditRow, Backend, CommitResult,
-    PromotionFilter, PromotionRecord, PromotionWrite, ReviewRecord, Store, StoreError, Transition, WrittenPromotion,
+    admit, check_audit_continues, drop_in_background, found_by_tables, from_json_text, holds_text, kv_statement_rows,
+    kv_writes, migrator, prefix_upper_bound, redact_url, stored_precision, to_json_text, validate, AuditRow, Backend,
+    CommitResult, Found, OpenOptions, PromotionFilter, PromotionRecord, PromotionWrite, ReviewRecord, Store,
+    StoreError, Transition, WrittenPromotion, HOLDS_QUERY,
 };
 
 /// How long a statement waits for another connection's lock before failing
@@ -77,9 +78,36 @@ struct Leadership {
 }
 
 impl SqliteStore {
+    /// Opens an initialised store, or creates one where there is no file
+    /// (see [`super::open_with`]).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Ok(SqliteStore::open_with(url, &OpenOptions::default()).await?.0)
+    }
+
+    /// Opens or creates the store as `options` allow; true when created.
+    pub async fn open_with(url: &str, options: &OpenOptions) -> Result<(Self, bool), StoreError> {
         let target = redact_url(url);
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let parsed = SqliteConnectOptions::from_str(url).map_err(|e| StoreError::Url {
+            url: target.clone(),
+            reason: e.to_string(),
+        })?;
+        let found = if in_memory {
+            Found::Nothing
+        } else {
+            inspect(&parsed, &target, options.init).await?
+        };
+        let create = admit(Backend::Sqlite, &target, &found, options)?;
+        let store = SqliteStore::connect(parsed, target, in_memory, create).await?;
+        Ok((store, create))
+    }
+
+    async fn connect(
+        parsed: SqliteConnectOptions,
+        target: String,
+        in_memory: bool,
+        create: bool,
+    ) -> Result<Self, StoreError> {
         // synchronous=FULL: fsync the WAL at every commit. NORMAL already
         // survives a killed process (the WAL is in the OS page cache), but a
         // power cut or kernel crash could take back the last commits after the
@@ -87,12 +115,8 @@ impl SqliteStore {
         // which the next start would promote again, and the audit events of it
         // lost. The controller commits a few times a minute, so the fsync per
         // commit is free in practice.
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Url {
-                url: target.clone(),
-                reason: e.to_string(),
-            })?
-            .create_if_missing(true)
+        let options = parsed
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
@@ -194,6 +218,56 @@ impl SqliteStore {
             Err(e) => Err(lock_error(e)),
         }
     }
+}
+
+/// What is at the file `options` names, without creating or changing it.
+/// `count` also asks what an initialised store holds.
+async fn inspect(options: &SqliteConnectOptions, target: &str, count: bool) -> Result<Found, StoreError> {
+    let open_error = |source| StoreError::Open {
+        backend: Backend::Sqlite,
+        target: target.to_string(),
+        source,
+    };
+    let path = options.get_filename();
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Nothing),
+        Err(e) => return Err(open_error(sqlx::Error::Io(e))),
+        Ok(meta) if meta.len() == 0 => return Ok(Found::EmptyFile),
+        Ok(_) => {}
+    }
+    // No journal mode and no creation: a look that leaves the file as it is.
+    let mut conn = options
+        .clone()
+        .create_if_missing(false)
+        .busy_timeout(BUSY_TIMEOUT)
+        .connect()
+        .await
+        .map_err(open_error)?;
+    let tables: Result<Vec<String>, sqlx::Error> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .fetch_all(&mut conn)
+            .await;
+    let tables = match tables {
+        Ok(tables) => tables,
+        // SQLITE_NOTADB: whatever the file is, it is no store to open or replace.
+        Err(sqlx::Error::Database(d)) if d.code().is_some_and(|c| c.parse::<i32>().is_ok_and(|c| c & 0xff == 26)) => {
+            let _ = conn.close().await;
+            return Ok(Found::Unusable {
+                what: "is not an SQLite database".to_string(),
+            });
+        }
+        Err(e) => return Err(db_error("list the tables")(e)),
+    };
+    let mut found = found_by_tables(tables);
+    if let (Found::Initialised { holds }, true) = (&mut found, count) {
+        let counts: Result<(i64, i64, i64), _> = sqlx::query_as(HOLDS_QUERY).fetch_one(&mut conn).await;
+        *holds = Some(match counts {
+            Ok((audit, promotions, kv)) => holds_text(audit, promotions, kv),
+            Err(e) => format!("its tables cannot be counted: {e}"),
+        });
+    }
+    let _ = conn.close().await;
+    Ok(found)
 }
 
 fn leader_lock_path(db: &Path) -> PathBuf {
@@ -581,7 +655,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db_error("read a kv entry"))?;
-        text.map(|text| from_json_text(|| format!("kv entry {key:?}"), &text))
+        text.map(|text| from_json_text(|| format!("kv entry {key:?} in {}", self.target), &text))
             .transpose()
     }
 
@@ -592,7 +666,7 @@ impl Store for SqliteStore {
             .map_err(db_error("scan kv entries"))?;
         rows.into_iter()
             .map(|(key, text)| {
-                let value = from_json_text(|| format!("kv entry {key:?}"), &text)?;
+                let value = from_json_text(|| format!("kv entry {key:?} in {}", self.target), &text)?;
                 Ok((key, value))
             })
             .collect()
