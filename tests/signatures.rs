@@ -34,7 +34,10 @@ fn have(tool: &str) -> bool {
             "`{tool}` is not installed, and CI is set: the signature tests must run in CI (scripts/test.sh installs it)"
         );
         // Straight to stderr, past the test harness's capture.
-        let _ = writeln!(std::io::stderr(), "notice: `{tool}` is not installed; skipping this signature test");
+        let _ = writeln!(
+            std::io::stderr(),
+            "notice: `{tool}` is not installed; skipping this signature test"
+        );
     }
     found
 }
@@ -146,7 +149,9 @@ impl Fixture {
 
     fn commit_unsigned(&self) -> Oid {
         let msg = self.touch();
-        run(self.git().args(["-c", "commit.gpgsign=false", "commit", "-q", "-m", &msg]));
+        run(self
+            .git()
+            .args(["-c", "commit.gpgsign=false", "commit", "-q", "-m", &msg]));
         self.head()
     }
 
@@ -245,10 +250,7 @@ impl Fixture {
         let (head, message) = raw.split_once("\n\n").unwrap();
         let forged = format!("{head}\n\n{message} (and a wipe setting nobody reviewed)\n");
         let path = self.write("forged-commit", &forged);
-        let id = stdout(run(self
-            .git()
-            .args(["hash-object", "-t", "commit", "-w"])
-            .arg(&path)));
+        let id = stdout(run(self.git().args(["hash-object", "-t", "commit", "-w"]).arg(&path)));
         Oid::from_str(&id).unwrap()
     }
 }
@@ -318,7 +320,7 @@ fn ssh_keygen_accepts(f: &Fixture, allowed: &Path, commit: Oid) -> bool {
 /// signature whose principal `signers` does not map is still good to
 /// ssh-keygen, which knows no `signers`.
 fn tollgate_accepts_key(result: &Result<Signer, tollgate::source::verify::Unverified>) -> bool {
-    matches!(result, Ok(_)) || matches!(result, Err(u) if matches!(u.reason, Reason::NotMapped { .. }))
+    result.is_ok() || matches!(result, Err(u) if matches!(u.reason, Reason::NotMapped { .. }))
 }
 
 fn assert_same_verdict_as_ssh_keygen(
@@ -371,7 +373,9 @@ fn ssh_ed25519_rsa_and_ecdsa_commits_verify_as_the_mapped_identity() {
         assert_eq!(signer.identity, identity);
         assert_eq!(signer.principal, principal);
         assert_eq!(signer.method, Method::Ssh);
-        let printed = stdout(run(Command::new("ssh-keygen").arg("-lf").arg(format!("{}.pub", key.display()))));
+        let printed = stdout(run(Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(format!("{}.pub", key.display()))));
         assert!(printed.contains(&signer.key), "{printed} vs {}", signer.key);
         assert_same_verdict_as_ssh_keygen(&f, &allowed_path, commit, &result);
     }
@@ -384,7 +388,11 @@ fn an_unsigned_commit_is_unsigned() {
     }
     let f = Fixture::new();
     let dana = f.ssh_key("dana", "ed25519");
-    let (policy, _) = ssh_policy(&f, &format!("dana@acme.example {}\n", f.public(&dana)), &[("dana@acme.example", "dana")]);
+    let (policy, _) = ssh_policy(
+        &f,
+        &format!("dana@acme.example {}\n", f.public(&dana)),
+        &[("dana@acme.example", "dana")],
+    );
     let commit = f.commit_unsigned();
     let u = policy.verify_commit(&f.open(), commit).unwrap_err();
     assert_eq!(u.reason, Reason::Unsigned);
@@ -399,7 +407,11 @@ fn a_tampered_ssh_commit_does_not_verify() {
     }
     let f = Fixture::new();
     let dana = f.ssh_key("dana", "ed25519");
-    let (policy, allowed) = ssh_policy(&f, &format!("dana@acme.example {}\n", f.public(&dana)), &[("dana@acme.example", "dana")]);
+    let (policy, allowed) = ssh_policy(
+        &f,
+        &format!("dana@acme.example {}\n", f.public(&dana)),
+        &[("dana@acme.example", "dana")],
+    );
     let signed = f.commit_ssh(&dana);
     let forged = f.tampered(signed);
     assert_ne!(forged, signed);
@@ -407,7 +419,16 @@ fn a_tampered_ssh_commit_does_not_verify() {
     assert!(policy.verify_commit(&repo, signed).is_ok());
     let result = policy.verify_commit(&repo, forged);
     let r = reason(result.clone());
-    assert!(matches!(r, Reason::BadSignature { method: Method::Ssh, .. }), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Reason::BadSignature {
+                method: Method::Ssh,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
     assert_eq!(r.code(), "bad_signature");
     assert_same_verdict_as_ssh_keygen(&f, &allowed, forged, &result);
 }
@@ -420,11 +441,19 @@ fn a_key_not_in_allowed_signers_is_unknown() {
     let f = Fixture::new();
     let dana = f.ssh_key("dana", "ed25519");
     let mallory = f.ssh_key("mallory", "ed25519");
-    let (policy, allowed) = ssh_policy(&f, &format!("dana@acme.example {}\n", f.public(&dana)), &[("dana@acme.example", "dana")]);
+    let (policy, allowed) = ssh_policy(
+        &f,
+        &format!("dana@acme.example {}\n", f.public(&dana)),
+        &[("dana@acme.example", "dana")],
+    );
     let commit = f.commit_ssh(&mallory);
     let result = policy.verify_commit(&f.open(), commit);
     match reason(result.clone()) {
-        Reason::UnknownKey { method: Method::Ssh, key, file } => {
+        Reason::UnknownKey {
+            method: Method::Ssh,
+            key,
+            file,
+        } => {
             assert!(key.starts_with("SHA256:"), "{key}");
             assert_eq!(file.unwrap(), allowed);
         }
@@ -480,7 +509,11 @@ fn a_key_outside_its_validity_window_is_not_valid() {
     let expired = f.commit_ssh(&old);
     let result = policy.verify_commit(&repo, expired);
     match reason(result.clone()) {
-        Reason::KeyNotValid { method: Method::Ssh, detail, .. } => {
+        Reason::KeyNotValid {
+            method: Method::Ssh,
+            detail,
+            ..
+        } => {
             assert!(detail.contains(":1: expired at 2021-01-01 00:00:00 UTC"), "{detail}")
         }
         other => panic!("{other:?}"),
@@ -489,7 +522,10 @@ fn a_key_outside_its_validity_window_is_not_valid() {
     // Inside the window the same signature is good: the time of
     // verification decides, not the commit's own date.
     let in_window = "2020-06-01T00:00:00Z".parse().unwrap();
-    assert_eq!(policy.verify_commit_at(&repo, expired, in_window).unwrap().identity, "dana");
+    assert_eq!(
+        policy.verify_commit_at(&repo, expired, in_window).unwrap().identity,
+        "dana"
+    );
 
     let early = f.commit_ssh(&future);
     let result = policy.verify_commit(&repo, early);
@@ -513,7 +549,11 @@ fn ssh_signatures_must_be_for_the_git_namespace() {
         f.public(&dana),
         f.public(&eli)
     );
-    let (policy, allowed_path) = ssh_policy(&f, &allowed, &[("dana@acme.example", "dana"), ("eli@acme.example", "eli")]);
+    let (policy, allowed_path) = ssh_policy(
+        &f,
+        &allowed,
+        &[("dana@acme.example", "dana"), ("eli@acme.example", "eli")],
+    );
 
     // A signature dana made over the same bytes, but for the `file`
     // namespace (as `ssh-keygen -Y sign -n file` makes), put on a commit.
@@ -553,21 +593,44 @@ fn signatures_of_a_kind_not_configured_or_not_supported_are_refused() {
     }
     let f = Fixture::new();
     let dana = f.ssh_key("dana", "ed25519");
-    let keyring_less = ssh_policy(&f, &format!("dana@acme.example {}\n", f.public(&dana)), &[("dana@acme.example", "dana")]).0;
+    let keyring_less = ssh_policy(
+        &f,
+        &format!("dana@acme.example {}\n", f.public(&dana)),
+        &[("dana@acme.example", "dana")],
+    )
+    .0;
     let repo = f.open();
     let base = f.commit_unsigned();
     let content = stdout(run(f.git().args(["cat-file", "commit", &base.to_string()]))) + "\n";
     let x509 = repo
-        .commit_signed(&content, "-----BEGIN SIGNED MESSAGE-----\nMIAG\n-----END SIGNED MESSAGE-----\n", None)
+        .commit_signed(
+            &content,
+            "-----BEGIN SIGNED MESSAGE-----\nMIAG\n-----END SIGNED MESSAGE-----\n",
+            None,
+        )
         .unwrap();
     let r = reason(keyring_less.verify_commit(&repo, x509));
-    assert!(matches!(&r, Reason::Unsupported { detail } if detail.contains("X.509")), "{r:?}");
+    assert!(
+        matches!(&r, Reason::Unsupported { detail } if detail.contains("X.509")),
+        "{r:?}"
+    );
     let pgp = repo
-        .commit_signed(&content, "-----BEGIN PGP SIGNATURE-----\n\n-----END PGP SIGNATURE-----\n", None)
+        .commit_signed(
+            &content,
+            "-----BEGIN PGP SIGNATURE-----\n\n-----END PGP SIGNATURE-----\n",
+            None,
+        )
         .unwrap();
     let r = reason(keyring_less.verify_commit(&repo, pgp));
     assert!(
-        matches!(r, Reason::UnknownKey { method: Method::OpenPgp, file: None, .. }),
+        matches!(
+            r,
+            Reason::UnknownKey {
+                method: Method::OpenPgp,
+                file: None,
+                ..
+            }
+        ),
         "{r:?}"
     );
     assert!(r.to_string().contains("no openpgp_keys"), "{r}");
@@ -581,8 +644,16 @@ fn verify_range_covers_every_commit_of_the_change_merges_included() {
     let f = Fixture::new();
     let dana = f.ssh_key("dana", "ed25519");
     let eli = f.ssh_key("eli", "ed25519");
-    let allowed = format!("dana@acme.example {}\neli@acme.example {}\n", f.public(&dana), f.public(&eli));
-    let (policy, _) = ssh_policy(&f, &allowed, &[("dana@acme.example", "dana"), ("eli@acme.example", "eli")]);
+    let allowed = format!(
+        "dana@acme.example {}\neli@acme.example {}\n",
+        f.public(&dana),
+        f.public(&eli)
+    );
+    let (policy, _) = ssh_policy(
+        &f,
+        &allowed,
+        &[("dana@acme.example", "dana"), ("eli@acme.example", "eli")],
+    );
 
     // Unsigned history before the base does not matter.
     f.commit_unsigned();
@@ -609,7 +680,11 @@ fn verify_range_covers_every_commit_of_the_change_merges_included() {
     assert_eq!(who[&merge], "dana");
 
     let whole = policy.verify_range(&repo, None, merge).unwrap_err();
-    assert_eq!(whole.reason, Reason::Unsigned, "the first commit of all history is unsigned");
+    assert_eq!(
+        whole.reason,
+        Reason::Unsigned,
+        "the first commit of all history is unsigned"
+    );
 
     // An unsigned commit on a merged side branch stops the range, and is
     // the one named.
@@ -632,7 +707,12 @@ fn verify_range_covers_every_commit_of_the_change_merges_included() {
     assert_eq!(git.verify_commit(&policy, &sha(side)).unwrap().identity, "eli");
     let through = git.verify_range(&policy, Some(&sha(base)), &sha(merge)).unwrap();
     assert_eq!(through.last().unwrap().0, sha(merge));
-    assert_eq!(git.verify_range(&policy, Some(&sha(merge)), &sha(tip)).unwrap_err().commit, sha(sneaky));
+    assert_eq!(
+        git.verify_range(&policy, Some(&sha(merge)), &sha(tip))
+            .unwrap_err()
+            .commit,
+        sha(sneaky)
+    );
     let bad = git.verify_commit(&policy, &CommitSha::new("abc123")).unwrap_err();
     assert_eq!(bad.reason.code(), "unreadable");
     let missing = git
@@ -650,7 +730,9 @@ fn openpgp_commits_verify_as_the_mapped_identity() {
     let eli = f.gpg_key("Eli <eli@acme.example>", "1y");
     let fay = f.gpg_key("Fay <fay@acme.example>", "1y");
     // Fay signs with a signing subkey, as many people do.
-    run(f.gpg().args(["--passphrase", "", "--quick-add-key", &fay, "ed25519", "sign", "1y"]));
+    run(f
+        .gpg()
+        .args(["--passphrase", "", "--quick-add-key", &fay, "ed25519", "sign", "1y"]));
     let fay_sub = f.fingerprints(&fay)[1].clone();
     let armoured = f.export("keys.asc", &[&eli, &fay], true);
     let binary = f.export("keys.gpg", &[&eli, &fay], false);
@@ -678,7 +760,9 @@ fn openpgp_commits_verify_as_the_mapped_identity() {
     }
     // git's own check agrees that both signatures are good.
     for commit in [by_eli, by_fay] {
-        run(f.git().args(["-c", "gpg.program=gpg", "verify-commit", &commit.to_string()]));
+        run(f
+            .git()
+            .args(["-c", "gpg.program=gpg", "verify-commit", &commit.to_string()]));
     }
 }
 
@@ -698,11 +782,24 @@ fn openpgp_tampered_unknown_and_unmapped_commits_do_not_verify() {
     let signed = f.commit_gpg(&eli);
     let forged = f.tampered(signed);
     let r = reason(policy.verify_commit(&repo, forged));
-    assert!(matches!(r, Reason::BadSignature { method: Method::OpenPgp, .. }), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Reason::BadSignature {
+                method: Method::OpenPgp,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
 
     let r = reason(policy.verify_commit(&repo, f.commit_gpg(&mallory)));
     match &r {
-        Reason::UnknownKey { method: Method::OpenPgp, key, file } => {
+        Reason::UnknownKey {
+            method: Method::OpenPgp,
+            key,
+            file,
+        } => {
             assert_eq!(key, &mallory);
             assert_eq!(file.as_deref(), Some(keyring.as_path()));
         }
@@ -718,11 +815,47 @@ fn openpgp_tampered_unknown_and_unmapped_commits_do_not_verify() {
         }
     );
 
+    // A signature over a SHA-1 hash, made by gpg when asked, is refused
+    // even though it verifies.
+    let base = f.commit_unsigned();
+    let content = stdout(run(f.git().args(["cat-file", "commit", &base.to_string()]))) + "\n";
+    let payload = f.write("payload", &content);
+    let sha1 = run(f
+        .gpg()
+        .args([
+            "--digest-algo",
+            "SHA1",
+            "--armor",
+            "--detach-sign",
+            "--local-user",
+            &eli,
+            "--output",
+            "-",
+        ])
+        .arg(&payload));
+    let weak = repo
+        .commit_signed(&content, std::str::from_utf8(&sha1.stdout).unwrap(), None)
+        .unwrap();
+    match reason(policy.verify_commit(&repo, weak)) {
+        Reason::Unsupported { detail } => assert!(detail.contains("SHA1 hash, which is too weak"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+
     // With only a keyring configured, no SSH key is trusted.
     if have("ssh-keygen") {
         let dana = f.ssh_key("dana", "ed25519");
         let r = reason(policy.verify_commit(&repo, f.commit_ssh(&dana)));
-        assert!(matches!(r, Reason::UnknownKey { method: Method::Ssh, file: None, .. }), "{r:?}");
+        assert!(
+            matches!(
+                r,
+                Reason::UnknownKey {
+                    method: Method::Ssh,
+                    file: None,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
         assert!(r.to_string().contains("no allowed_signers"), "{r}");
     }
 }
@@ -744,7 +877,11 @@ fn openpgp_expired_and_revoked_keys_are_not_valid() {
     assert_eq!(policy.verify_commit(&repo, by_eli).unwrap().identity, "eli");
     let later = Utc::now() + Duration::days(2);
     match reason(policy.verify_commit_at(&repo, by_eli, later)) {
-        Reason::KeyNotValid { method: Method::OpenPgp, key, detail } => {
+        Reason::KeyNotValid {
+            method: Method::OpenPgp,
+            key,
+            detail,
+        } => {
             assert_eq!(key, eli);
             assert!(detail.contains("expired at"), "{detail}");
         }
@@ -754,7 +891,10 @@ fn openpgp_expired_and_revoked_keys_are_not_valid() {
     // gpg keeps a revocation certificate for every key it makes; importing
     // it revokes Fay's key, and the exported keyring says so.
     let cert = fs::read_to_string(f.gnupg.join(format!("openpgp-revocs.d/{fay}.rev"))).unwrap();
-    let cert = cert.replace(":-----BEGIN PGP PUBLIC KEY BLOCK-----", "-----BEGIN PGP PUBLIC KEY BLOCK-----");
+    let cert = cert.replace(
+        ":-----BEGIN PGP PUBLIC KEY BLOCK-----",
+        "-----BEGIN PGP PUBLIC KEY BLOCK-----",
+    );
     let cert_path = f.write("fay.rev", &cert);
     run(f.gpg().arg("--import").arg(&cert_path));
     let policy = pgp_policy(&f, &f.export("revoked.asc", &[&eli, &fay], true), &map);
@@ -762,7 +902,10 @@ fn openpgp_expired_and_revoked_keys_are_not_valid() {
         Reason::KeyNotValid { detail, .. } => assert!(detail.contains("is revoked"), "{detail}"),
         other => panic!("{other:?}"),
     }
-    assert!(policy.verify_commit(&repo, by_eli).is_ok(), "the other key is untouched");
+    assert!(
+        policy.verify_commit(&repo, by_eli).is_ok(),
+        "the other key is untouched"
+    );
 }
 
 fn load_error(f: &Fixture, config: VerifyConfig) -> String {
@@ -781,7 +924,11 @@ fn bad_trust_files_and_signers_are_load_errors_that_name_where() {
     let keyring = f.export("keys.asc", &[&eli], true);
     let allowed = f.write(
         "allowed_signers",
-        &format!("dana@acme.example {}\nshared@acme.example {}\n", f.public(&dana), f.public(&dana)),
+        &format!(
+            "dana@acme.example {}\nshared@acme.example {}\n",
+            f.public(&dana),
+            f.public(&dana)
+        ),
     );
     let config = |ssh: Option<&Path>, pgp: Option<&Path>, map: &[(&str, &str)]| VerifyConfig {
         allowed_signers: ssh.map(Path::to_path_buf),
@@ -801,35 +948,70 @@ fn bad_trust_files_and_signers_are_load_errors_that_name_where() {
 
     let e = load_error(
         &f,
-        config(Some(&allowed), None, &[("dana@acme.example", "dana"), ("shared@acme.example", "eli")]),
+        config(
+            Some(&allowed),
+            None,
+            &[("dana@acme.example", "dana"), ("shared@acme.example", "eli")],
+        ),
     );
-    assert!(e.contains("allowed_signers:2: ") && e.contains("different identities"), "{e}");
+    assert!(
+        e.contains("allowed_signers:2: ") && e.contains("different identities"),
+        "{e}"
+    );
 
     let e = load_error(&f, config(Some(&allowed), None, &[(&eli, "eli")]));
     assert!(e.contains("openpgp_keys is not given"), "{e}");
 
-    let e = load_error(&f, config(None, Some(&keyring), &[("0123456789ABCDEF0123456789ABCDEF01234567", "eli")]));
+    let e = load_error(
+        &f,
+        config(
+            None,
+            Some(&keyring),
+            &[("0123456789ABCDEF0123456789ABCDEF01234567", "eli")],
+        ),
+    );
     assert!(e.contains("no key in") && e.contains("keys.asc"), "{e}");
 
     let e = load_error(&f, config(None, Some(&keyring), &[("dana@acme.example", "dana")]));
     assert!(e.contains("allowed_signers is not given"), "{e}");
 
     let short_id = eli[eli.len() - 16..].to_string();
-    let e = load_error(&f, config(None, Some(&keyring), &[(&eli, "eli"), (&short_id, "someone")]));
-    assert!(e.contains(&format!("key {eli} and its subkeys are mapped to different identities (eli, someone)")), "{e}");
+    let e = load_error(
+        &f,
+        config(None, Some(&keyring), &[(&eli, "eli"), (&short_id, "someone")]),
+    );
+    assert!(
+        e.contains(&format!(
+            "key {eli} and its subkeys are mapped to different identities (eli, someone)"
+        )),
+        "{e}"
+    );
     let lower = format!("0x{}", eli.to_lowercase());
     let e = load_error(&f, config(None, Some(&keyring), &[(&eli, "eli"), (&lower, "someone")]));
     assert!(e.contains("are the same key, mapped to"), "{e}");
 
     let secret = f.path("secret.asc");
-    let out = run(f
-        .gpg()
-        .args(["--pinentry-mode", "loopback", "--passphrase", "", "--armor", "--export-secret-keys", &eli]));
-    fs::write(&secret, format!("Eli's keys\n{}", String::from_utf8(out.stdout).unwrap())).unwrap();
+    let out = run(f.gpg().args([
+        "--pinentry-mode",
+        "loopback",
+        "--passphrase",
+        "",
+        "--armor",
+        "--export-secret-keys",
+        &eli,
+    ]));
+    fs::write(
+        &secret,
+        format!("Eli's keys\n{}", String::from_utf8(out.stdout).unwrap()),
+    )
+    .unwrap();
     let e = load_error(&f, config(None, Some(&secret), &[(&eli, "eli")]));
     assert!(e.contains("secret.asc:2: ") && e.contains("public keys only"), "{e}");
 
-    let junk = f.write("junk.asc", "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nbm90IGEga2V5\n-----END PGP PUBLIC KEY BLOCK-----\n");
+    let junk = f.write(
+        "junk.asc",
+        "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nbm90IGEga2V5\n-----END PGP PUBLIC KEY BLOCK-----\n",
+    );
     let e = load_error(&f, config(None, Some(&junk), &[(&eli, "eli")]));
     assert!(e.contains("junk.asc:1: "), "{e}");
 

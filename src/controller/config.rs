@@ -372,7 +372,11 @@ listen: "127.0.0.1:8080"
         assert_eq!(v.allowed_signers.as_deref(), Some(Path::new("keys/allowed_signers")));
         assert_eq!(v.signers["dana@acme.example"], "dana");
         assert_eq!(v.signers["0xABCDEF0123456789"], "eli");
-        assert!(ControllerConfig::parse(Path::new("c.yaml"), GOOD).unwrap().source.verify.is_none());
+        assert!(ControllerConfig::parse(Path::new("c.yaml"), GOOD)
+            .unwrap()
+            .source
+            .verify
+            .is_none());
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("controller.yaml");
@@ -380,13 +384,17 @@ listen: "127.0.0.1:8080"
         let loaded = ControllerConfig::load(&path).unwrap();
         let v = loaded.source.verify.unwrap();
         assert_eq!(v.allowed_signers.unwrap(), dir.path().join("keys/allowed_signers"));
-        assert_eq!(v.openpgp_keys.unwrap(), Path::new("/etc/tollgate/keys.asc"), "absolute paths stay");
+        assert_eq!(
+            v.openpgp_keys.unwrap(),
+            Path::new("/etc/tollgate/keys.asc"),
+            "absolute paths stay"
+        );
     }
 
     #[test]
     fn source_verify_errors_are_positioned() {
-        let e = ControllerConfig::parse(Path::new("c.yaml"), &VERIFY.replace("openpgp_keys:", "openpgp_key:"))
-            .unwrap_err();
+        let e =
+            ControllerConfig::parse(Path::new("c.yaml"), &VERIFY.replace("openpgp_keys:", "openpgp_key:")).unwrap_err();
         assert!(e.to_string().starts_with("c.yaml:7:"), "{e}");
         assert!(e.to_string().contains("unknown field `openpgp_key`"), "{e}");
 

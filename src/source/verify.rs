@@ -77,7 +77,10 @@ impl VerifyConfig {
         if self.allowed_signers.is_none() && self.openpgp_keys.is_none() {
             return Err("give allowed_signers (SSH keys), openpgp_keys (an OpenPGP keyring) or both".into());
         }
-        for (field, path) in [("allowed_signers", &self.allowed_signers), ("openpgp_keys", &self.openpgp_keys)] {
+        for (field, path) in [
+            ("allowed_signers", &self.allowed_signers),
+            ("openpgp_keys", &self.openpgp_keys),
+        ] {
             if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
                 return Err(format!("{field} is empty"));
             }
@@ -157,7 +160,11 @@ pub enum Reason {
     /// The key is trusted, but not now or not for this: outside its
     /// validity window, expired, revoked, not for signing, or not for the
     /// `git` namespace.
-    KeyNotValid { method: Method, key: String, detail: String },
+    KeyNotValid {
+        method: Method,
+        key: String,
+        detail: String,
+    },
     /// An SSH signature made for another namespace than `git` (e.g. with
     /// `ssh-keygen -Y sign -n file`).
     WrongNamespace { namespace: String },
@@ -432,7 +439,8 @@ impl VerifyPolicy {
         let mut walk = repo.revwalk().map_err(|e| unreadable(tip, "cannot walk history", e))?;
         walk.set_sorting(Sort::TOPOLOGICAL | Sort::REVERSE)
             .map_err(|e| unreadable(tip, "cannot walk history", e))?;
-        walk.push(tip).map_err(|e| unreadable(tip, "cannot walk from the tip", e))?;
+        walk.push(tip)
+            .map_err(|e| unreadable(tip, "cannot walk from the tip", e))?;
         if let Some(base) = base {
             walk.hide(base)
                 .map_err(|e| unreadable(base, "cannot exclude the base's history", e))?;
@@ -508,13 +516,16 @@ impl VerifyPolicy {
             let Some(keyring) = &self.openpgp else {
                 return Err(Reason::UnknownKey {
                     method: Method::OpenPgp,
-                    key: "(any)".into(),
+                    key: openpgp::issuer_of(armored),
                     file: None,
                 });
             };
             let verified = keyring.check(armored, &payload, at)?;
-            let identities: BTreeSet<&String> =
-                verified.designators.iter().filter_map(|d| self.designators.get(d)).collect();
+            let identities: BTreeSet<&String> = verified
+                .designators
+                .iter()
+                .filter_map(|d| self.designators.get(d))
+                .collect();
             match identities.len() {
                 0 => Err(Reason::NotMapped {
                     method: Method::OpenPgp,
@@ -549,7 +560,10 @@ impl VerifyPolicy {
 }
 
 fn trim_start(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
     &bytes[start..]
 }
 
@@ -557,7 +571,7 @@ fn trim_start(bytes: &[u8]) -> &[u8] {
 fn ssh_key_of(armored: &[u8]) -> String {
     ssh_key::SshSig::from_pem(armored)
         .map(|sig| allowed_signers::fingerprint(sig.public_key()))
-        .unwrap_or_else(|_| "(unreadable)".into())
+        .unwrap_or_else(|_| "(unreadable signature)".into())
 }
 
 /// `signers` keys that name OpenPGP keys: 16 (key id), 40 (v4) or 64 (v6)
@@ -591,7 +605,10 @@ mod tests {
             Some("ABCDEF0123456789")
         );
         let spaced = "ABCD EF01 2345 6789 ABCD  EF01 2345 6789 ABCD EF01";
-        assert_eq!(openpgp_designator(spaced).as_deref(), Some("ABCDEF0123456789ABCDEF0123456789ABCDEF01"));
+        assert_eq!(
+            openpgp_designator(spaced).as_deref(),
+            Some("ABCDEF0123456789ABCDEF0123456789ABCDEF01")
+        );
         assert_eq!(openpgp_designator("dana@acme.example"), None);
         assert_eq!(openpgp_designator("abcdef012345678"), None, "15 digits");
         assert_eq!(openpgp_designator("ghcdef0123456789"), None);
@@ -599,35 +616,76 @@ mod tests {
 
     #[test]
     fn config_checks_name_the_key() {
-        let e = config(None, None, &[("dana@acme.example", "dana")]).check().unwrap_err();
+        let e = config(None, None, &[("dana@acme.example", "dana")])
+            .check()
+            .unwrap_err();
         assert!(e.contains("allowed_signers") && e.contains("openpgp_keys"), "{e}");
         let e = config(Some("s"), None, &[]).check().unwrap_err();
         assert!(e.contains("signers is empty"), "{e}");
-        let e = config(Some("s"), None, &[("dana@acme.example", " ")]).check().unwrap_err();
+        let e = config(Some("s"), None, &[("dana@acme.example", " ")])
+            .check()
+            .unwrap_err();
         assert!(e.contains("not a usable name"), "{e}");
-        let e = config(Some(""), None, &[("dana@acme.example", "dana")]).check().unwrap_err();
+        let e = config(Some(""), None, &[("dana@acme.example", "dana")])
+            .check()
+            .unwrap_err();
         assert!(e.contains("allowed_signers is empty"), "{e}");
-        config(Some("s"), None, &[("dana@acme.example", "dana")]).check().unwrap();
+        config(Some("s"), None, &[("dana@acme.example", "dana")])
+            .check()
+            .unwrap();
     }
 
     #[test]
     fn relative_paths_are_taken_from_the_config_directory() {
-        let c = config(Some("keys/allowed_signers"), Some("/etc/tollgate/keys.asc"), &[("a@b", "a")]);
+        let c = config(
+            Some("keys/allowed_signers"),
+            Some("/etc/tollgate/keys.asc"),
+            &[("a@b", "a")],
+        );
         let r = c.resolved(Path::new("/srv/tollgate"));
-        assert_eq!(r.allowed_signers.unwrap(), Path::new("/srv/tollgate/keys/allowed_signers"));
+        assert_eq!(
+            r.allowed_signers.unwrap(),
+            Path::new("/srv/tollgate/keys/allowed_signers")
+        );
         assert_eq!(r.openpgp_keys.unwrap(), Path::new("/etc/tollgate/keys.asc"));
+    }
+
+    #[test]
+    fn a_policy_can_be_shared_between_tasks() {
+        fn shared<T: Send + Sync + 'static>() {}
+        shared::<VerifyPolicy>();
+        shared::<Unverified>();
     }
 
     #[test]
     fn reason_codes_are_distinct() {
         let reasons = [
             Reason::Unsigned,
-            Reason::BadSignature { method: Method::Ssh, detail: String::new() },
-            Reason::UnknownKey { method: Method::Ssh, key: String::new(), file: None },
-            Reason::KeyNotValid { method: Method::Ssh, key: String::new(), detail: String::new() },
-            Reason::WrongNamespace { namespace: String::new() },
-            Reason::NotMapped { method: Method::Ssh, principals: vec![] },
-            Reason::Ambiguous { method: Method::Ssh, identities: vec![] },
+            Reason::BadSignature {
+                method: Method::Ssh,
+                detail: String::new(),
+            },
+            Reason::UnknownKey {
+                method: Method::Ssh,
+                key: String::new(),
+                file: None,
+            },
+            Reason::KeyNotValid {
+                method: Method::Ssh,
+                key: String::new(),
+                detail: String::new(),
+            },
+            Reason::WrongNamespace {
+                namespace: String::new(),
+            },
+            Reason::NotMapped {
+                method: Method::Ssh,
+                principals: vec![],
+            },
+            Reason::Ambiguous {
+                method: Method::Ssh,
+                identities: vec![],
+            },
             Reason::Unsupported { detail: String::new() },
             Reason::Unreadable { detail: String::new() },
         ];

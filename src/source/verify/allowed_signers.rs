@@ -148,7 +148,8 @@ fn parse_line(line: usize, content: &str) -> Result<AllowedSigner, String> {
     };
     if let Some(options) = options {
         for (name, value) in split_options(options)? {
-            let want_value = |value: Option<String>| value.ok_or_else(|| format!("option `{name}` needs a value: {name}=\"...\""));
+            let want_value =
+                |value: Option<String>| value.ok_or_else(|| format!("option `{name}` needs a value: {name}=\"...\""));
             match name.to_ascii_lowercase().as_str() {
                 "namespaces" => {
                     let list = want_value(value)?;
@@ -247,8 +248,13 @@ fn parse_principals(field: &str) -> Result<Vec<String>, String> {
                 "principal `{principal}` is a pattern: a pattern cannot say whose key this is, so name each principal"
             ));
         }
-        if principal.chars().any(|c| c.is_whitespace() || c.is_control() || c == '\\') {
-            return Err(format!("principal {principal:?} has a space, control character or backslash"));
+        if principal
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
+        {
+            return Err(format!(
+                "principal {principal:?} has a space, control character or backslash"
+            ));
         }
         if !principals.iter().any(|p: &String| p == principal) {
             principals.push(principal.to_string());
@@ -417,7 +423,9 @@ mod tests {
     const P521: &str = "dana@acme.example ecdsa-sha2-nistp521 AAAAE2VjZHNhLXNoYTItbmlzdHA1MjEAAAAIbmlzdHA1MjEAAACFBAANbdC3OovMakPDGcWHzBJ5dfu8pcaI1W4AKQRKH7T/OTStRtZmNokN4mYo8AgkCdjQTnUL9UWvIRjfC7YqkHJpqQFJMIre4UIRhj9kg1Ii6c3/MY/vaaNkPwp3xKlTDqEOwvZPtV67qVZCs1IwKLH+MnwbWxvpfg09J1m9Fa8hGMwifQ==";
 
     fn one(line: &str) -> Result<AllowedSigner, String> {
-        parse(Path::new("signers"), line).map(|mut v| v.remove(0)).map_err(|e| e.to_string())
+        parse(Path::new("signers"), line)
+            .map(|mut v| v.remove(0))
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -450,14 +458,23 @@ mod tests {
             "dana@acme.example namespaces=\"git,file\",valid-after=\"20240101Z\",Valid-Before=\"20301231235959Z\" {ED}"
         ))
         .unwrap();
-        assert_eq!(s.namespaces.as_deref(), Some(&["git".to_string(), "file".to_string()][..]));
+        assert_eq!(
+            s.namespaces.as_deref(),
+            Some(&["git".to_string(), "file".to_string()][..])
+        );
         assert_eq!(s.valid_after, Some(1_704_067_200));
         assert_eq!(s.valid_before, Some(1_924_991_999));
         assert!(s.allows_namespace("git") && s.allows_namespace("file") && !s.allows_namespace("ssh"));
-        assert_eq!(s.outside_window(1_704_067_199).as_deref(), Some("not valid before 2024-01-01 00:00:00 UTC"));
+        assert_eq!(
+            s.outside_window(1_704_067_199).as_deref(),
+            Some("not valid before 2024-01-01 00:00:00 UTC")
+        );
         assert_eq!(s.outside_window(1_704_067_200), None, "valid-after is inclusive");
         assert_eq!(s.outside_window(1_924_991_999), None, "valid-before is inclusive");
-        assert_eq!(s.outside_window(1_924_992_000).as_deref(), Some("expired at 2030-12-31 23:59:59 UTC"));
+        assert_eq!(
+            s.outside_window(1_924_992_000).as_deref(),
+            Some("expired at 2030-12-31 23:59:59 UTC")
+        );
 
         let escaped = one(&format!("dana@acme.example namespaces=\"g\\it\" {ED}")).unwrap();
         assert_eq!(escaped.namespaces.unwrap(), ["git"]);
@@ -469,7 +486,12 @@ mod tests {
     fn local_times_follow_the_local_zone() {
         let s = one(&format!("dana@acme.example valid-after=\"20240601\" {ED}")).unwrap();
         let local = Local
-            .from_local_datetime(&NaiveDate::from_ymd_opt(2024, 6, 1).unwrap().and_hms_opt(0, 0, 0).unwrap())
+            .from_local_datetime(
+                &NaiveDate::from_ymd_opt(2024, 6, 1)
+                    .unwrap()
+                    .and_hms_opt(0, 0, 0)
+                    .unwrap(),
+            )
             .earliest()
             .unwrap();
         assert_eq!(s.valid_after, Some(local.timestamp()));
@@ -484,14 +506,23 @@ mod tests {
             ("*@acme.example KEY", "is a pattern"),
             ("dana@acme.example,!eli@acme.example KEY", "is a pattern"),
             ("dana@acme.example,,eli@acme.example KEY", "empty entry"),
-            ("dana@acme.example cert-authority KEY", "`cert-authority` is not supported"),
-            ("dana@acme.example no-touch-required KEY", "unknown option `no-touch-required`"),
+            (
+                "dana@acme.example cert-authority KEY",
+                "`cert-authority` is not supported",
+            ),
+            (
+                "dana@acme.example no-touch-required KEY",
+                "unknown option `no-touch-required`",
+            ),
             ("dana@acme.example namespaces=git KEY", "must be in double quotes"),
             ("dana@acme.example namespaces=\"git KEY", "quote is not closed"),
             ("dana@acme.example valid-after KEY", "needs a value"),
             ("dana@acme.example valid-after=\"2024-01-01\" KEY", "is not a time"),
             ("dana@acme.example valid-after=\"20241301\" KEY", "is not a time"),
-            ("dana@acme.example valid-after=\"20240101\",valid-after=\"20240102\" KEY", "given twice"),
+            (
+                "dana@acme.example valid-after=\"20240101\",valid-after=\"20240102\" KEY",
+                "given twice",
+            ),
             (
                 "dana@acme.example valid-after=\"20250101Z\",valid-before=\"20240101Z\" KEY",
                 "never valid",
@@ -525,9 +556,15 @@ mod tests {
         assert!(matches_pattern_list("git", &list("file,g?t")));
         assert!(matches_pattern_list("git", &list("*")));
         assert!(!matches_pattern_list("git", &list("*,!git")), "a negated match rejects");
-        assert!(!matches_pattern_list("git", &list("!file")), "a negation alone accepts nothing");
+        assert!(
+            !matches_pattern_list("git", &list("!file")),
+            "a negation alone accepts nothing"
+        );
         assert!(matches_pattern_list("git", &list("!file,*")));
-        assert!(!matches_pattern_list("git", &list("Git")), "namespaces are case-sensitive");
+        assert!(
+            !matches_pattern_list("git", &list("Git")),
+            "namespaces are case-sensitive"
+        );
         assert!(matches_pattern_list("a.b.c", &list("a*c")));
         assert!(!matches_pattern_list("a.b.d", &list("a*c")));
     }

@@ -16,6 +16,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use pgp::composed::{Deserializable, DetachedSignature, PublicOrSecret, SignedPublicKey, SignedPublicSubKey};
+use pgp::crypto::hash::HashAlgorithm;
 use pgp::packet::{Signature, SignatureType, SubpacketData};
 use pgp::types::{KeyDetails, Tag};
 
@@ -84,11 +85,14 @@ impl Keyring {
             for (i, key) in keys.enumerate() {
                 let origin = format!("{} (key {})", path.display(), i + 1);
                 let key = key.map_err(|e| bad(None, format!("key {}: {e}", i + 1)))?;
-                certs.push(Cert::new(public_only(key).map_err(|m| bad(None, format!("key {}: {m}", i + 1)))?, origin));
+                certs.push(Cert::new(
+                    public_only(key).map_err(|m| bad(None, format!("key {}: {m}", i + 1)))?,
+                    origin,
+                ));
             }
         } else {
-            let text = std::str::from_utf8(&bytes)
-                .map_err(|_| bad(None, "neither binary OpenPGP nor ASCII armour".into()))?;
+            let text =
+                std::str::from_utf8(&bytes).map_err(|_| bad(None, "neither binary OpenPGP nor ASCII armour".into()))?;
             for (line, block) in armoured_blocks(text).map_err(|(line, m)| bad(Some(line), m))? {
                 let (keys, _) = SignedPublicKey::from_armor_many(block.as_bytes())
                     .map_err(|e| bad(Some(line), format!("the key block does not parse: {e}")))?;
@@ -108,7 +112,10 @@ impl Keyring {
                     return Err(bad(line, format!("key {}: {why}", cert.primary.fingerprint)));
                 }
             }
-            if let Some(twin) = certs[..i].iter().find(|o| o.primary.fingerprint == cert.primary.fingerprint) {
+            if let Some(twin) = certs[..i]
+                .iter()
+                .find(|o| o.primary.fingerprint == cert.primary.fingerprint)
+            {
                 let line = cert.origin.rsplit_once(':').and_then(|(_, l)| l.parse().ok());
                 return Err(bad(
                     line,
@@ -148,6 +155,27 @@ impl Keyring {
             other => {
                 return Err(Reason::Unsupported {
                     detail: format!("an OpenPGP signature of type {other:?}, not a document signature"),
+                })
+            }
+        }
+        // rPGP verifies MD5, SHA-1 and RIPEMD-160 signatures too; over
+        // content an attacker can shape, their collisions make a signature
+        // transferable, so a commit signature needs a SHA-2 or SHA-3 hash.
+        match sig.hash_alg() {
+            Some(
+                HashAlgorithm::Sha224
+                | HashAlgorithm::Sha256
+                | HashAlgorithm::Sha384
+                | HashAlgorithm::Sha512
+                | HashAlgorithm::Sha3_256
+                | HashAlgorithm::Sha3_512,
+            ) => {}
+            other => {
+                return Err(Reason::Unsupported {
+                    detail: format!(
+                        "an OpenPGP signature over a {} hash, which is too weak for a commit signature (SHA-2 or SHA-3 are accepted)",
+                        other.map_or_else(|| "unknown".to_string(), |h| h.to_string())
+                    ),
                 })
             }
         }
@@ -204,7 +232,11 @@ impl Keyring {
                 }
             }
             let primary = &cert.primary;
-            let keys = if sub.is_some() { vec![primary, info] } else { vec![primary] };
+            let keys = if sub.is_some() {
+                vec![primary, info]
+            } else {
+                vec![primary]
+            };
             for k in keys {
                 let whose = if std::ptr::eq(k, primary) && sub.is_some() {
                     format!("its primary key {}", k.fingerprint)
@@ -237,6 +269,14 @@ impl Keyring {
         }
         Err(last_error.expect("at least one candidate was tried"))
     }
+}
+
+/// Who an armoured signature says made it, for a message when no keyring is
+/// configured.
+pub fn issuer_of(armored: &[u8]) -> String {
+    DetachedSignature::from_armor_single(armored)
+        .map(|(sig, _)| Issuer::of(&sig.signature).to_string())
+        .unwrap_or_else(|_| "(unreadable signature)".into())
 }
 
 impl Cert {
@@ -298,7 +338,10 @@ fn armoured_blocks(text: &str) -> Result<Vec<(usize, String)>, (usize, String)> 
                     blocks.push((*start, std::mem::take(block)));
                     open = None;
                 } else if trimmed.starts_with("-----") {
-                    return Err((n, format!("`{trimmed}` inside the key block that starts on line {start}")));
+                    return Err((
+                        n,
+                        format!("`{trimmed}` inside the key block that starts on line {start}"),
+                    ));
                 }
             }
         }
@@ -332,9 +375,10 @@ fn created_of(sig: &Signature) -> i64 {
 /// self-signature without them leaves the key usable as its algorithm
 /// allows (signing, for the keys that can make signatures).
 fn flags_allow_signing(sig: &Signature) -> bool {
-    let has_flags = sig
-        .config()
-        .is_some_and(|c| c.hashed_subpackets().any(|p| matches!(p.data, SubpacketData::KeyFlags(_))));
+    let has_flags = sig.config().is_some_and(|c| {
+        c.hashed_subpackets()
+            .any(|p| matches!(p.data, SubpacketData::KeyFlags(_)))
+    });
     !has_flags || sig.key_flags().sign()
 }
 
@@ -390,7 +434,10 @@ fn primary_info(key: &SignedPublicKey) -> KeyInfo {
         .map(revocation_text);
     let newest = self_sigs.into_iter().max_by_key(|s| created_of(s));
     let (expires, unusable) = match newest {
-        None => (None, Some("no valid self-signature: the key does not certify itself".to_string())),
+        None => (
+            None,
+            Some("no valid self-signature: the key does not certify itself".to_string()),
+        ),
         Some(sig) => (
             expiry(created, sig),
             (!flags_allow_signing(sig)).then(|| format!("key {fingerprint} is not marked for signing")),
@@ -422,13 +469,16 @@ fn subkey_info(key: &SignedPublicKey, sub: &SignedPublicSubKey) -> KeyInfo {
         })
         .map(revocation_text);
     let (expires, unusable) = match newest {
-        None => (None, Some(format!("subkey {fingerprint} has no valid binding to its primary key"))),
+        None => (
+            None,
+            Some(format!("subkey {fingerprint} has no valid binding to its primary key")),
+        ),
         Some(sig) => {
             let unusable = if !sig.key_flags().sign() {
                 Some(format!("subkey {fingerprint} is not bound for signing"))
-            } else if !sig
+            } else if sig
                 .embedded_signature()
-                .is_some_and(|back| back.verify_primary_key_binding(&sub.key, primary).is_ok())
+                .is_none_or(|back| back.verify_primary_key_binding(&sub.key, primary).is_err())
             {
                 Some(format!(
                     "subkey {fingerprint} has no valid back-signature, so it may not sign for its primary key"

@@ -83,7 +83,11 @@ impl SshTrust {
             if !line.allows_namespace(GIT_NAMESPACE) {
                 refused.push((
                     1,
-                    format!("{}:{} allows it only for namespaces other than `git`", self.path.display(), line.line),
+                    format!(
+                        "{}:{} allows it only for namespaces other than `git`",
+                        self.path.display(),
+                        line.line
+                    ),
                 ));
             } else if let Some(why) = line.outside_window(at) {
                 refused.push((0, format!("{}:{}: {why}", self.path.display(), line.line)));
