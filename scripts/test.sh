@@ -27,6 +27,8 @@ need() {
 need git git
 need cc build-essential
 need go golang-go
+need ssh-keygen openssh-client
+need gpg gnupg
 command -v cargo >/dev/null || { echo "cargo is required (install Rust with rustup)" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy
 

@@ -231,6 +231,9 @@ pub struct SourceConfig {
     pub branch: String,
     #[serde(default = "default_interval")]
     pub interval: String,
+    /// Require signed commits (DESIGN 5): who signed is who made a change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<crate::source::verify::VerifyConfig>,
 }
 
 fn default_branch() -> String {
@@ -390,8 +393,13 @@ impl ControllerConfig {
             source,
         })?;
         let mut cfg = Self::parse(path, &text)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
         if cfg.mirror.is_none() {
-            cfg.mirror = Some(path.parent().unwrap_or(Path::new(".")).join("mirror"));
+            cfg.mirror = Some(dir.join("mirror"));
+        }
+        // The trust files of source.verify sit beside the config, like the mirror.
+        if let Some(verify) = &mut cfg.source.verify {
+            *verify = verify.resolved(dir);
         }
         Ok(cfg)
     }
@@ -429,6 +437,10 @@ impl ControllerConfig {
         if let Err(m) = crate::format::parse_duration(&cfg.source.interval) {
             let (l, c) = at(&cfg.source.interval);
             return Err(invalid(l, c, format!("source.interval: {m}")));
+        }
+        if let Some(Err(m)) = cfg.source.verify.as_ref().map(|v| v.check()) {
+            let (l, c) = at("verify");
+            return Err(invalid(l, c, format!("source.verify: {m}")));
         }
         if cfg.listen.parse::<std::net::SocketAddr>().is_err() {
             let (l, c) = at(&cfg.listen);
@@ -717,5 +729,77 @@ tokens:
         assert!(e.contains("limits.body_timeout"), "{e}");
         let e = with("{max_connections: 0}").unwrap_err().to_string();
         assert!(e.contains("limits.max_connections"), "{e}");
+    }
+
+    const VERIFY: &str = r#"apiVersion: tollgate.dev/v1alpha1
+kind: ControllerConfig
+source:
+  url: "file:///srv/baselines.git"
+  verify:
+    allowed_signers: keys/allowed_signers
+    openpgp_keys: /etc/tollgate/keys.asc
+    signers: {"dana@acme.example": dana, "0xABCDEF0123456789": eli}
+store: "sqlite:///var/lib/tollgate/state.db"
+listen: "127.0.0.1:8080"
+"#;
+
+    #[test]
+    fn source_verify_is_read_and_its_paths_sit_beside_the_config() {
+        let c = ControllerConfig::parse(Path::new("c.yaml"), VERIFY).unwrap();
+        let v = c.source.verify.as_ref().unwrap();
+        assert_eq!(v.allowed_signers.as_deref(), Some(Path::new("keys/allowed_signers")));
+        assert_eq!(v.signers["dana@acme.example"], "dana");
+        assert_eq!(v.signers["0xABCDEF0123456789"], "eli");
+        assert!(ControllerConfig::parse(Path::new("c.yaml"), GOOD)
+            .unwrap()
+            .source
+            .verify
+            .is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("controller.yaml");
+        std::fs::write(&path, VERIFY).unwrap();
+        let loaded = ControllerConfig::load(&path).unwrap();
+        let v = loaded.source.verify.unwrap();
+        assert_eq!(v.allowed_signers.unwrap(), dir.path().join("keys/allowed_signers"));
+        assert_eq!(
+            v.openpgp_keys.unwrap(),
+            Path::new("/etc/tollgate/keys.asc"),
+            "absolute paths stay"
+        );
+    }
+
+    #[test]
+    fn source_verify_errors_are_positioned() {
+        let e =
+            ControllerConfig::parse(Path::new("c.yaml"), &VERIFY.replace("openpgp_keys:", "openpgp_key:")).unwrap_err();
+        assert!(e.to_string().starts_with("c.yaml:7:"), "{e}");
+        assert!(e.to_string().contains("unknown field `openpgp_key`"), "{e}");
+
+        let neither = VERIFY
+            .replace("    allowed_signers: keys/allowed_signers\n", "")
+            .replace("    openpgp_keys: /etc/tollgate/keys.asc\n", "");
+        let e = ControllerConfig::parse(Path::new("c.yaml"), &neither).unwrap_err();
+        assert!(e.to_string().starts_with("c.yaml:5:"), "{e}");
+        assert!(e.to_string().contains("source.verify: give allowed_signers"), "{e}");
+
+        let no_signers = VERIFY.replace(
+            r#"signers: {"dana@acme.example": dana, "0xABCDEF0123456789": eli}"#,
+            "signers: {}",
+        );
+        let e = ControllerConfig::parse(Path::new("c.yaml"), &no_signers).unwrap_err();
+        assert!(e.to_string().contains("signers is empty"), "{e}");
+
+        let missing = VERIFY.replace(
+            r#"    signers: {"dana@acme.example": dana, "0xABCDEF0123456789": eli}
+"#,
+            "",
+        );
+        let e = ControllerConfig::parse(Path::new("c.yaml"), &missing).unwrap_err();
+        assert!(e.to_string().contains("missing field `signers`"), "{e}");
+
+        let twice = VERIFY.replace(r#""0xABCDEF0123456789": eli"#, r#""dana@acme.example": eli"#);
+        let e = ControllerConfig::parse(Path::new("c.yaml"), &twice).unwrap_err();
+        assert!(e.to_string().contains("c.yaml:8:"), "{e}");
     }
 }

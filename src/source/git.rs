@@ -17,6 +17,7 @@ use std::time::Instant;
 use git2::{AutotagOption, ErrorCode, FetchOptions, ObjectType, Odb, Oid, Repository, Tree, TreeEntry};
 
 use crate::ids::CommitSha;
+use crate::source::verify::{Reason, Signer, Unverified, VerifyPolicy};
 use crate::tree::{FileClass, FileContent, PathError, RepoPath, SourceFile, GOVERNED_ROOTS, MAX_FILE_BYTES};
 
 /// Why a git operation failed, and on which revision, path or remote.
@@ -437,6 +438,25 @@ impl GitRepo {
             })
     }
 
+    /// Who signed `commit`, by `policy` (`source.verify`), checked now.
+    pub fn verify_commit(&self, policy: &VerifyPolicy, commit: &CommitSha) -> Result<Signer, Unverified> {
+        policy.verify_commit(&self.repo, verify_oid(commit)?)
+    }
+
+    /// Every commit reachable from `tip` and not from `base`, merges
+    /// included, oldest first, with its signer; the first commit that does
+    /// not verify is the error.
+    pub fn verify_range(
+        &self,
+        policy: &VerifyPolicy,
+        base: Option<&CommitSha>,
+        tip: &CommitSha,
+    ) -> Result<Vec<(CommitSha, Signer)>, Unverified> {
+        let base = base.map(verify_oid).transpose()?;
+        let signed = policy.verify_range(&self.repo, base, verify_oid(tip)?)?;
+        Ok(signed.into_iter().map(|(oid, signer)| (sha_of(oid), signer)).collect())
+    }
+
     fn commit(&self, sha: &CommitSha) -> Result<git2::Commit<'_>, GitError> {
         let oid = oid_of(sha)?;
         self.repo.find_commit(oid).map_err(|source| GitError::CommitNotFound {
@@ -700,6 +720,14 @@ fn repo_path(commit: &CommitSha, raw: &[u8]) -> Result<RepoPath, GitError> {
 
 fn sha_of(oid: Oid) -> CommitSha {
     CommitSha::new(oid.to_string())
+}
+
+/// [`oid_of`] for the verification methods, whose error is [`Unverified`].
+fn verify_oid(sha: &CommitSha) -> Result<Oid, Unverified> {
+    oid_of(sha).map_err(|e| Unverified {
+        commit: sha.clone(),
+        reason: Reason::Unreadable { detail: e.to_string() },
+    })
 }
 
 /// `Oid::from_str` pads short input with zeros; a `CommitSha` must be whole.
