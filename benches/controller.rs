@@ -273,7 +273,7 @@ fn commit_to_promotion_parts(c: &mut Criterion) {
         fresh_mirror(&url, &mirror);
         let (_, tip) = clone_or_fetch(&url, "main", &mirror).unwrap();
         group.bench_function(BenchmarkId::new("plan", name), |b| {
-            b.iter(|| plan_revision(&mirror, Some(&rig.base), &rig.rings, &tip, Utc::now()).unwrap())
+            b.iter(|| plan_revision(&mirror, Some(&rig.base), &rig.rings, &tip, None, Utc::now()).unwrap())
         });
         // A pass with nothing new: a fetch that brings nothing and one read.
         fresh_mirror(&url, &rig.mirror());
@@ -330,7 +330,7 @@ fn mirror_growth(c: &mut Criterion) {
         // more commit, so the trigger numbers are from this many fetches on.
         let (_, tip) = clone_or_fetch(&url, "main", &mirror).unwrap();
         group.bench_function(BenchmarkId::new("plan/fleet_1000", &id), |b| {
-            b.iter(|| plan_revision(&mirror, Some(&rig.base), &rig.rings, &tip, Utc::now()).unwrap())
+            b.iter(|| plan_revision(&mirror, Some(&rig.base), &rig.rings, &tip, None, Utc::now()).unwrap())
         });
         group.bench_function(BenchmarkId::new("trigger/fleet_1000", &id), |b| {
             b.iter_custom(|iters| {

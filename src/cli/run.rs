@@ -113,13 +113,21 @@ pub(crate) async fn start_with(
     let mirror = config.mirror.clone().unwrap_or_else(|| PathBuf::from("mirror"));
     let fleet_options = config.devices.fleet_options().map_err(anyhow::Error::msg)?;
     let fleet = SharedFleet::new(fleet_options, store.clone());
-    let controller = Arc::new(Controller::new(
+    let mut controller = Controller::new(
         store,
         config.source.url.clone(),
         config.source.branch.clone(),
         mirror.clone(),
         fleet.clone(),
-    ));
+    );
+    if let Some(verify) = &config.source.verify {
+        // Paths are resolved against the config file's directory at load.
+        let policy = crate::source::VerifyPolicy::load(verify, std::path::Path::new("."))
+            .context("source.verify")?;
+        tracing::info!("source.verify: only revisions whose every commit carries a verified signature are promoted");
+        controller = controller.with_verify(Arc::new(policy));
+    }
+    let controller = Arc::new(controller);
     let adopted = match adopt {
         Some((rev, actor)) => Some(adopt_revision(&controller, &holder, rev, actor).await?),
         None => None,

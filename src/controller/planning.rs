@@ -30,6 +30,7 @@ use crate::promotion::{ChangeItem, Phase, Promotion, PromotionKind, RingChanges,
 use crate::risk::PolicyEngine;
 use crate::snapshot::Snapshot;
 use crate::source::git::GitRepo;
+use crate::source::VerifyPolicy;
 
 /// The files that govern: the repo config and the policy.
 const GOVERNANCE_ROOTS: [&str; 3] = ["tollgate.yaml", "tollgate.yml", "policy"];
@@ -71,6 +72,9 @@ pub struct Planner<'g> {
     now: DateTime<Utc>,
     /// Whole snapshots of earlier revisions, read once per plan.
     revisions: HashMap<CommitSha, Snapshot>,
+    /// `source.verify`: every commit must carry a verified signature, and
+    /// the signers are who put content into the change.
+    verify: Option<&'g VerifyPolicy>,
 }
 
 impl<'g> Planner<'g> {
@@ -81,6 +85,7 @@ impl<'g> Planner<'g> {
         git: &'g GitRepo,
         governing: Option<&CommitSha>,
         tip: &CommitSha,
+        verify: Option<&'g VerifyPolicy>,
         now: DateTime<Utc>,
     ) -> Result<(Planner<'g>, Option<Config>), ControllerError> {
         let head = read_valid(git, tip)?;
@@ -126,6 +131,7 @@ impl<'g> Planner<'g> {
             author,
             now,
             revisions: HashMap::new(),
+            verify,
         };
         Ok((planner, config))
     }
@@ -165,12 +171,26 @@ impl<'g> Planner<'g> {
     }
 
     /// Everyone who authored or committed a commit that the ring running
-    /// `desired` has not seen.
+    /// `desired` has not seen. With `source.verify`, every such commit must
+    /// carry a verified signature (else the revision is not promoted), and
+    /// its signer's identity joins the names git records (which anyone can
+    /// write: they only ever exclude more reviewers, never admit one).
     pub fn people(&self, desired: &Desired) -> Result<BTreeSet<String>, ControllerError> {
+        let base = desired.base_revision.as_ref();
         let mut out = BTreeSet::new();
-        for c in self.git.commits_between(desired.base_revision.as_ref(), &self.tip)? {
+        for c in self.git.commits_between(base, &self.tip)? {
             out.insert(c.author);
             out.insert(c.committer);
+        }
+        if let Some(policy) = self.verify {
+            let signed = self
+                .git
+                .verify_range(policy, base, &self.tip)
+                .map_err(|source| ControllerError::Unverified {
+                    revision: self.tip.clone(),
+                    source,
+                })?;
+            out.extend(signed.into_iter().map(|(_, signer)| signer.identity));
         }
         out.remove("");
         Ok(out)
@@ -254,6 +274,7 @@ pub fn plan_revision(
     governing: Option<&CommitSha>,
     rings: &BTreeMap<String, Desired>,
     tip: &CommitSha,
+    verify: Option<&VerifyPolicy>,
     now: DateTime<Utc>,
 ) -> Result<Planned, ControllerError> {
     let git = GitRepo::open(mirror)?;
@@ -265,7 +286,7 @@ pub fn plan_revision(
             });
         }
     }
-    let (mut planner, config) = Planner::new(&git, governing, tip, now)?;
+    let (mut planner, config) = Planner::new(&git, governing, tip, verify, now)?;
     let ring_plans: Vec<RingPlan> = config
         .as_ref()
         .map(|c| {
@@ -375,11 +396,12 @@ pub fn replan_ring(
     mirror: &Path,
     p: &Promotion,
     desired: &Desired,
+    verify: Option<&VerifyPolicy>,
     now: DateTime<Utc>,
 ) -> Result<(RingChanges, BTreeSet<String>, Vec<String>), ControllerError> {
     let git = GitRepo::open(mirror)?;
     let governing = (p.base.as_str() != EMPTY_REVISION).then_some(&p.base);
-    let (mut planner, _) = Planner::new(&git, governing, &p.revision, now)?;
+    let (mut planner, _) = Planner::new(&git, governing, &p.revision, verify, now)?;
     let (plan, rc) = planner.ring(desired)?;
     let violations = plan
         .changes

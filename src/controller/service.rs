@@ -69,6 +69,12 @@ pub enum ControllerError {
         revision: CommitSha,
         errors: Vec<crate::format::FormatError>,
     },
+    #[error("revision {revision} is not promoted: {source}")]
+    Unverified {
+        revision: CommitSha,
+        #[source]
+        source: crate::source::Unverified,
+    },
     #[error("stored {key} is unreadable")]
     CorruptState {
         key: String,
@@ -173,6 +179,8 @@ pub struct Controller {
     /// Called on the planning thread before each plan (instrumentation; the
     /// tests use it to hold planning while they act).
     plan_hook: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// `source.verify`: signed commits only, signers as identities.
+    verify: Option<Arc<crate::source::VerifyPolicy>>,
 }
 
 /// Keys of the store's key/value table.
@@ -208,7 +216,15 @@ impl Controller {
             write: Mutex::new(()),
             identity: "controller".into(),
             plan_hook: None,
+            verify: None,
         }
+    }
+
+    /// Requires every commit of a change to carry a signature `policy`
+    /// verifies; its signers are who made the change (DESIGN 5, 6).
+    pub fn with_verify(mut self, policy: Arc<crate::source::VerifyPolicy>) -> Self {
+        self.verify = Some(policy);
+        self
     }
 
     /// Runs `hook` on the planning thread before every plan of a new tip.
@@ -271,17 +287,18 @@ impl Controller {
         let mirror = self.mirror.clone();
         let tip2 = tip.clone();
         let hook = self.plan_hook.clone();
+        let verify = self.verify.clone();
         let planned = tokio::task::spawn_blocking(move || {
             if let Some(hook) = hook {
                 hook();
             }
-            plan_revision(&mirror, governing.as_ref(), &rings, &tip2, now)
+            plan_revision(&mirror, governing.as_ref(), &rings, &tip2, verify.as_deref(), now)
         })
         .await
         .map_err(|e| ControllerError::Join(e.to_string()))?;
         let planned = match planned {
             Ok(p) => p,
-            Err(e @ ControllerError::Invalid { .. }) => {
+            Err(e @ (ControllerError::Invalid { .. } | ControllerError::Unverified { .. })) => {
                 self.refused(&tip, &e, now).await?;
                 return Err(e);
             }
@@ -299,6 +316,7 @@ impl Controller {
         }
         let errors: Vec<String> = match why {
             ControllerError::Invalid { errors, .. } => errors.iter().map(|e| e.to_string()).collect(),
+            ControllerError::Unverified { source, .. } => vec![source.to_string()],
             other => vec![crate::http::error::chain(other)],
         };
         let record = json!({"revision": tip, "errors": errors});
@@ -598,9 +616,10 @@ impl Controller {
             return Ok(out);
         }
         let mirror = self.mirror.clone();
+        let verify = self.verify.clone();
         let done = tokio::task::spawn_blocking(move || {
             work.into_iter()
-                .map(|(id, ring, p, desired)| (id, ring, replan_ring(&mirror, &p, &desired, now)))
+                .map(|(id, ring, p, desired)| (id, ring, replan_ring(&mirror, &p, &desired, verify.as_deref(), now)))
                 .collect::<Vec<_>>()
         })
         .await
