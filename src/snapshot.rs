@@ -1,6 +1,7 @@
 //! The governed documents of one revision, indexed by kind and name.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -31,35 +32,164 @@ pub struct Snapshot {
     pub policies: BTreeMap<RepoPath, Located<String>>,
 }
 
-impl Snapshot {
-    /// Parses `files` (all of a revision, or only some of them for the fast
-    /// plan path). Returns every error found, not just the first; documents
-    /// with errors are left out.
-    pub fn build(files: &[SourceFile], catalog: &'static Catalog) -> (Snapshot, Vec<FormatError>) {
+/// One governed file as parsed: its document with canonical form and digest.
+#[derive(Debug, Clone, PartialEq)]
+struct ParsedDoc {
+    doc: Document,
+    text: String,
+    canonical: Value,
+    digest: Digest,
+}
+
+/// What parsing one file gave: a document, nothing (not governed), or why not.
+type Parse = Arc<Result<Option<ParsedDoc>, FormatError>>;
+
+/// The governed files of one revision, each parsed once, in path order.
+///
+/// Snapshots are assembled from it. Two revisions that share most of their
+/// files (the two sides of a plan) share those parses: parsing is a pure
+/// function of a file's path and bytes, so the shared parse is the one a
+/// separate read would give ([`ParsedFiles::with_changes`]).
+#[derive(Debug, Clone, Default)]
+pub struct ParsedFiles {
+    files: BTreeMap<RepoPath, Parse>,
+}
+
+impl ParsedFiles {
+    /// Parses every file of `files`.
+    pub fn parse(files: &[SourceFile], catalog: &'static Catalog) -> ParsedFiles {
+        ParsedFiles {
+            files: files
+                .iter()
+                .map(|f| (f.path.clone(), Arc::new(parse_one(f, catalog))))
+                .collect(),
+        }
+    }
+
+    /// The files of another revision that differs from this one only at
+    /// `changed`: those paths take their version from `files` (read at that
+    /// revision), and a changed path missing from `files` does not exist
+    /// there. Every other path keeps this revision's parse.
+    pub fn with_changes(&self, changed: &[RepoPath], files: &[SourceFile], catalog: &'static Catalog) -> ParsedFiles {
+        let mut out = self.clone();
+        for path in changed {
+            out.files.remove(path);
+        }
+        for f in files {
+            out.files.insert(f.path.clone(), Arc::new(parse_one(f, catalog)));
+        }
+        out
+    }
+
+    /// Number of files read (governed or not).
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// The snapshot of these files and every error found assembling it
+    /// (parse errors, reused names), documents with errors left out.
+    pub fn snapshot(&self) -> (Snapshot, Vec<FormatError>) {
         let mut snap = Snapshot::default();
         let mut errors = Vec::new();
-        for file in files {
-            let doc = match parse_file(file, catalog) {
-                Ok(Some(doc)) => doc,
-                Ok(None) => continue,
-                Err(e) => {
-                    errors.push(e);
-                    continue;
+        for (path, parse) in &self.files {
+            match parse.as_ref() {
+                Ok(Some(p)) => {
+                    if let Err(e) = snap.insert(path.clone(), p.clone()) {
+                        errors.push(e);
+                    }
                 }
-            };
-            let text = match &file.content {
-                crate::tree::FileContent::Blob(b) => String::from_utf8_lossy(b).into_owned(),
-                _ => String::new(),
-            };
-            if let Err(e) = snap.insert(file.path.clone(), doc, text, catalog) {
-                errors.push(e);
+                Ok(None) => {}
+                Err(e) => errors.push(e.clone()),
             }
         }
         errors.sort();
         (snap, errors)
     }
 
-    fn insert(&mut self, path: RepoPath, doc: Document, text: String, catalog: &Catalog) -> Result<(), FormatError> {
+    /// The one validation of a whole revision, as `validate --rev` runs it:
+    /// every document parsed, names unique per kind, and the checks across
+    /// documents ([`Snapshot::cross_check`]). Errors sorted.
+    pub fn checked(&self) -> (Snapshot, Vec<FormatError>) {
+        let (snap, mut errors) = self.snapshot();
+        errors.extend(snap.cross_check());
+        errors.sort();
+        (snap, errors)
+    }
+
+    /// [`ParsedFiles::checked`], keeping the snapshot only when it is valid.
+    pub fn validated(&self) -> Result<Snapshot, Vec<FormatError>> {
+        match self.checked() {
+            (snap, errors) if errors.is_empty() => Ok(snap),
+            (_, errors) => Err(errors),
+        }
+    }
+}
+
+fn parse_one(file: &SourceFile, catalog: &'static Catalog) -> Result<Option<ParsedDoc>, FormatError> {
+    let Some(doc) = parse_file(file, catalog)? else {
+        return Ok(None);
+    };
+    let text = match &file.content {
+        crate::tree::FileContent::Blob(b) => String::from_utf8_lossy(b).into_owned(),
+        _ => String::new(),
+    };
+    let (canonical, digest) = match &doc {
+        Document::Baseline(b) => {
+            let canonical = baseline_json(b, catalog);
+            let digest = digest_of(&canonical);
+            (canonical, digest)
+        }
+        Document::Exception(e) => {
+            let canonical = exception_json(e);
+            let digest = digest_of(&canonical);
+            (canonical, digest)
+        }
+        Document::Config(c) => {
+            let canonical = config_json(c);
+            let digest = digest_of(&canonical);
+            (canonical, digest)
+        }
+        Document::Policy(p) => (Value::String(p.clone()), Digest::from_canonical_bytes(p.as_bytes())),
+    };
+    Ok(Some(ParsedDoc {
+        doc,
+        text,
+        canonical,
+        digest,
+    }))
+}
+
+impl Snapshot {
+    /// Parses `files` (all of a revision, or only some of them). Returns
+    /// every parse error and reused name found, not just the first;
+    /// documents with errors are left out. Does not check across documents:
+    /// for a whole revision use [`Snapshot::validated`].
+    pub fn build(files: &[SourceFile], catalog: &'static Catalog) -> (Snapshot, Vec<FormatError>) {
+        ParsedFiles::parse(files, catalog).snapshot()
+    }
+
+    /// Every file of a revision (or working tree) through the one validation
+    /// path ([`ParsedFiles::checked`]): the snapshot and all its errors.
+    pub fn checked(files: &[SourceFile], catalog: &'static Catalog) -> (Snapshot, Vec<FormatError>) {
+        ParsedFiles::parse(files, catalog).checked()
+    }
+
+    /// [`Snapshot::checked`], keeping the snapshot only when it is valid.
+    pub fn validated(files: &[SourceFile], catalog: &'static Catalog) -> Result<Snapshot, Vec<FormatError>> {
+        ParsedFiles::parse(files, catalog).validated()
+    }
+
+    fn insert(&mut self, path: RepoPath, parsed: ParsedDoc) -> Result<(), FormatError> {
+        let ParsedDoc {
+            doc,
+            text,
+            canonical,
+            digest,
+        } = parsed;
         let duplicate = |kind: &str, name: &str, first: &RepoPath, text: &str| {
             let (line, column) = text_position(text, name);
             FormatError {
@@ -74,8 +204,6 @@ impl Snapshot {
                 if let Some(first) = self.baselines.get(&b.name) {
                     return Err(duplicate("Baseline", &b.name, &first.path, &text));
                 }
-                let canonical = baseline_json(&b, catalog);
-                let digest = digest_of(&canonical);
                 self.baselines.insert(
                     b.name.clone(),
                     Located {
@@ -91,8 +219,6 @@ impl Snapshot {
                 if let Some(first) = self.exceptions.get(&e.name) {
                     return Err(duplicate("Exception", &e.name, &first.path, &text));
                 }
-                let canonical = exception_json(&e);
-                let digest = digest_of(&canonical);
                 self.exceptions.insert(
                     e.name.clone(),
                     Located {
@@ -111,8 +237,6 @@ impl Snapshot {
                         format!("a second repo config; {} already is the Config", first.path),
                     ));
                 }
-                let canonical = config_json(&c);
-                let digest = digest_of(&canonical);
                 self.config = Some(Located {
                     path,
                     doc: c,
@@ -122,8 +246,6 @@ impl Snapshot {
                 });
             }
             Document::Policy(p) => {
-                let canonical = Value::String(p.clone());
-                let digest = Digest::from_canonical_bytes(p.as_bytes());
                 self.policies.insert(
                     path.clone(),
                     Located {

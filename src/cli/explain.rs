@@ -29,16 +29,30 @@ pub fn explain_cmd(
         }
         None => read_worktree(repo)?,
     };
-    let (snap, errors) = Snapshot::build(&files, Catalog::builtin());
+    // The validation every command shares: an invalid revision is
+    // explained by no one, since which of two documents would win is a guess.
+    let snap = match Snapshot::validated(&files, Catalog::builtin()) {
+        Ok(snap) => snap,
+        Err(errors) => {
+            match format {
+                Format::Json => write_json(out, &serde_json::json!({"explanation": null, "errors": errors}))?,
+                Format::Text | Format::Markdown => {
+                    let mut s = format!("Cannot explain: {} error(s)\n", errors.len());
+                    for e in &errors {
+                        let _ = writeln!(s, "{e}");
+                    }
+                    out.write_all(s.as_bytes())?;
+                }
+            }
+            return Ok(Exit::Failed);
+        }
+    };
     let ex = crate::explain::explain(&snap, platform, group, chrono::Utc::now());
     let conflicted = ex.settings.iter().any(|s| s.baseline.is_none());
     match format {
-        Format::Json => write_json(out, &serde_json::json!({"explanation": ex, "errors": errors}))?,
+        Format::Json => write_json(out, &serde_json::json!({"explanation": ex, "errors": []}))?,
         Format::Text | Format::Markdown => {
             let mut s = String::new();
-            for e in &errors {
-                let _ = writeln!(s, "{e}: error (document ignored)");
-            }
             if ex.baselines.is_empty() {
                 let _ = writeln!(s, "No {platform} baseline targets group {group}.");
             } else {
@@ -63,7 +77,7 @@ pub fn explain_cmd(
             out.write_all(s.as_bytes())?;
         }
     }
-    Ok(if errors.is_empty() && !conflicted {
+    Ok(if !conflicted {
         Exit::Ok
     } else {
         Exit::Failed

@@ -32,7 +32,9 @@ pub struct Counts {
     pub policies: usize,
 }
 
-/// Validates a working tree (`rev` None) or a git revision.
+/// Validates a working tree (`rev` None) or a git revision, through the
+/// validation every command shares ([`Snapshot::checked`], which
+/// `source::read_revision` runs too).
 pub fn validate_repo(repo: &Path, rev: Option<&str>) -> anyhow::Result<ValidateReport> {
     let files = match rev {
         Some(rev) => {
@@ -42,9 +44,7 @@ pub fn validate_repo(repo: &Path, rev: Option<&str>) -> anyhow::Result<ValidateR
         }
         None => read_worktree(repo).with_context(|| format!("reading {}", repo.display()))?,
     };
-    let (snap, mut errors) = Snapshot::build(&files, Catalog::builtin());
-    errors.extend(snap.cross_check());
-    errors.sort();
+    let (snap, errors) = Snapshot::checked(&files, Catalog::builtin());
     let conflicts = conflicts(&snap);
     Ok(ValidateReport {
         valid: errors.is_empty() && conflicts.is_empty(),
@@ -85,20 +85,7 @@ fn render(r: &ValidateReport, style: Style) -> String {
         );
     }
     for c in &r.conflicts {
-        let who: Vec<String> = c
-            .baselines
-            .iter()
-            .map(|b| format!("{} ({}) = {}", b.baseline, b.path, b.value))
-            .collect();
-        let _ = writeln!(
-            s,
-            "conflict: {} on {} for groups {} at priority {}: {}",
-            c.key,
-            c.platform,
-            c.groups.join(", "),
-            c.priority,
-            who.join(" vs ")
-        );
+        let _ = writeln!(s, "{}", crate::render::conflict_line(c));
     }
     let d = &r.documents;
     let _ = writeln!(

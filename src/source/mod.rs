@@ -6,10 +6,13 @@
 //! same rule: governed files are read, every symlink or submodule under a
 //! governed root is reported (never followed) so validation can reject it, and
 //! files over [`MAX_FILE_BYTES`](crate::tree::MAX_FILE_BYTES) are reported by
-//! size without being read.
+//! size without being read. [`revision`] is how every command reads a
+//! revision: whole, and through the one validation path.
 
 pub mod git;
+pub mod revision;
 pub mod worktree;
 
 pub use git::{clone_or_fetch, ChangeStatus, CommitInfo, GitError, GitRepo, PathChange};
+pub use revision::{read_pair, read_revision, RevisionError, RevisionPair};
 pub use worktree::{read_worktree, WorktreeError};
