@@ -47,9 +47,10 @@ pub struct Explanation {
 
 /// Effective settings for devices of `platform` in `group`.
 pub fn explain(snap: &Snapshot, platform: Platform, group: &str, now: chrono::DateTime<chrono::Utc>) -> Explanation {
-    let applicable: Vec<_> = snap
+    let applicable: Vec<&Located<Baseline>> = snap
         .baselines
         .values()
+        .map(|b| &**b)
         .filter(|b| b.doc.platform == platform && b.doc.target_groups.iter().any(|g| g == group))
         .collect();
     let by_key = contenders(&applicable);
@@ -317,7 +318,7 @@ fn targeting<'a>(
     for b in snap.baselines.values() {
         for g in &b.doc.target_groups {
             if wanted.contains(&(b.doc.platform, g.as_str())) {
-                out.entry((b.doc.platform, g.as_str())).or_default().push(b);
+                out.entry((b.doc.platform, g.as_str())).or_default().push(&**b);
             }
         }
     }

@@ -1,4 +1,9 @@
 //! The governed documents of one revision, indexed by kind and name.
+//!
+//! Documents are shared (`Arc`): two snapshots of revisions that have most
+//! files in common (the two sides of a plan, or a revision and the next)
+//! hold the same parsed documents instead of copies, so assembling and
+//! cloning a snapshot costs map entries, not documents.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,7 +13,7 @@ use serde_json::Value;
 use crate::catalog::Catalog;
 use crate::digest::{baseline_json, config_json, digest_of, exception_json};
 use crate::format::{find_token as text_position, parse_file, Baseline, Config, Document, Exception, FormatError};
-use crate::ids::Digest;
+use crate::ids::{CommitSha, Digest};
 use crate::tree::{RepoPath, SourceFile};
 
 /// A parsed document with where it came from and its content digest.
@@ -25,24 +30,25 @@ pub struct Located<T> {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
-    pub baselines: BTreeMap<String, Located<Baseline>>,
-    pub exceptions: BTreeMap<String, Located<Exception>>,
+    pub baselines: BTreeMap<String, Arc<Located<Baseline>>>,
+    pub exceptions: BTreeMap<String, Arc<Located<Exception>>>,
+    /// Not shared: one small document, and callers take it by value.
     pub config: Option<Located<Config>>,
     /// Repo-local Rego files by path (text).
-    pub policies: BTreeMap<RepoPath, Located<String>>,
+    pub policies: BTreeMap<RepoPath, Arc<Located<String>>>,
 }
 
-/// One governed file as parsed: its document with canonical form and digest.
+/// One governed file as parsed, ready to be shared by snapshots.
 #[derive(Debug, Clone, PartialEq)]
-struct ParsedDoc {
-    doc: Document,
-    text: String,
-    canonical: Value,
-    digest: Digest,
+enum Parsed {
+    Baseline(Arc<Located<Baseline>>),
+    Exception(Arc<Located<Exception>>),
+    Config(Arc<Located<Config>>),
+    Policy(Arc<Located<String>>),
 }
 
 /// What parsing one file gave: a document, nothing (not governed), or why not.
-type Parse = Arc<Result<Option<ParsedDoc>, FormatError>>;
+type Parse = Result<Option<Parsed>, FormatError>;
 
 /// The governed files of one revision, each parsed once, in path order.
 ///
@@ -55,14 +61,41 @@ pub struct ParsedFiles {
     files: BTreeMap<RepoPath, Parse>,
 }
 
+/// Files parsed per thread at least; below that a second thread costs more
+/// than it saves.
+const PARSE_CHUNK: usize = 64;
+
 impl ParsedFiles {
-    /// Parses every file of `files`.
+    /// Parses every file of `files`, on as many threads as the machine
+    /// offers for large revisions (parsing is most of reading a revision).
     pub fn parse(files: &[SourceFile], catalog: &'static Catalog) -> ParsedFiles {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(files.len().div_ceil(PARSE_CHUNK))
+            .max(1);
+        let parsed: Vec<(RepoPath, Parse)> = if threads == 1 {
+            files.iter().map(|f| (f.path.clone(), parse_one(f, catalog))).collect()
+        } else {
+            let chunk = files.len().div_ceil(threads);
+            std::thread::scope(|s| {
+                let workers: Vec<_> = files
+                    .chunks(chunk)
+                    .map(|part| {
+                        s.spawn(move || {
+                            part.iter()
+                                .map(|f| (f.path.clone(), parse_one(f, catalog)))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .flat_map(|w| w.join().expect("parsing a governed file does not panic"))
+                    .collect()
+            })
+        };
         ParsedFiles {
-            files: files
-                .iter()
-                .map(|f| (f.path.clone(), Arc::new(parse_one(f, catalog))))
-                .collect(),
+            files: parsed.into_iter().collect(),
         }
     }
 
@@ -75,9 +108,7 @@ impl ParsedFiles {
         for path in changed {
             out.files.remove(path);
         }
-        for f in files {
-            out.files.insert(f.path.clone(), Arc::new(parse_one(f, catalog)));
-        }
+        out.files.extend(ParsedFiles::parse(files, catalog).files);
         out
     }
 
@@ -96,9 +127,9 @@ impl ParsedFiles {
         let mut snap = Snapshot::default();
         let mut errors = Vec::new();
         for (path, parse) in &self.files {
-            match parse.as_ref() {
+            match parse {
                 Ok(Some(p)) => {
-                    if let Err(e) = snap.insert(path.clone(), p.clone()) {
+                    if let Err(e) = snap.insert(path, p.clone()) {
                         errors.push(e);
                     }
                 }
@@ -127,9 +158,42 @@ impl ParsedFiles {
             (_, errors) => Err(errors),
         }
     }
+
+    /// The parsed files of a revision whose whole snapshot is `valid`
+    /// (validated with no errors): in a valid revision every governed file
+    /// holds exactly one document, so the documents say what every file
+    /// parsed to. Non-governed files were never part of it and need not be.
+    fn of_valid(valid: &Snapshot) -> ParsedFiles {
+        let mut files = BTreeMap::new();
+        files.extend(
+            valid
+                .baselines
+                .values()
+                .map(|b| (b.path.clone(), Ok(Some(Parsed::Baseline(b.clone()))))),
+        );
+        files.extend(
+            valid
+                .exceptions
+                .values()
+                .map(|e| (e.path.clone(), Ok(Some(Parsed::Exception(e.clone()))))),
+        );
+        files.extend(
+            valid
+                .config
+                .iter()
+                .map(|c| (c.path.clone(), Ok(Some(Parsed::Config(Arc::new(c.clone())))))),
+        );
+        files.extend(
+            valid
+                .policies
+                .values()
+                .map(|p| (p.path.clone(), Ok(Some(Parsed::Policy(p.clone()))))),
+        );
+        ParsedFiles { files }
+    }
 }
 
-fn parse_one(file: &SourceFile, catalog: &'static Catalog) -> Result<Option<ParsedDoc>, FormatError> {
+fn parse_one(file: &SourceFile, catalog: &'static Catalog) -> Parse {
     let Some(doc) = parse_file(file, catalog)? else {
         return Ok(None);
     };
@@ -137,30 +201,110 @@ fn parse_one(file: &SourceFile, catalog: &'static Catalog) -> Result<Option<Pars
         crate::tree::FileContent::Blob(b) => String::from_utf8_lossy(b).into_owned(),
         _ => String::new(),
     };
-    let (canonical, digest) = match &doc {
-        Document::Baseline(b) => {
-            let canonical = baseline_json(b, catalog);
+    let path = file.path.clone();
+    Ok(Some(match doc {
+        Document::Baseline(doc) => {
+            let canonical = baseline_json(&doc, catalog);
             let digest = digest_of(&canonical);
-            (canonical, digest)
+            Parsed::Baseline(Arc::new(Located {
+                path,
+                doc,
+                digest,
+                canonical,
+                text,
+            }))
         }
-        Document::Exception(e) => {
-            let canonical = exception_json(e);
+        Document::Exception(doc) => {
+            let canonical = exception_json(&doc);
             let digest = digest_of(&canonical);
-            (canonical, digest)
+            Parsed::Exception(Arc::new(Located {
+                path,
+                doc,
+                digest,
+                canonical,
+                text,
+            }))
         }
-        Document::Config(c) => {
-            let canonical = config_json(c);
+        Document::Config(doc) => {
+            let canonical = config_json(&doc);
             let digest = digest_of(&canonical);
-            (canonical, digest)
+            Parsed::Config(Arc::new(Located {
+                path,
+                doc,
+                digest,
+                canonical,
+                text,
+            }))
         }
-        Document::Policy(p) => (Value::String(p.clone()), Digest::from_canonical_bytes(p.as_bytes())),
-    };
-    Ok(Some(ParsedDoc {
-        doc,
-        text,
-        canonical,
-        digest,
+        Document::Policy(doc) => {
+            let digest = Digest::from_canonical_bytes(doc.as_bytes());
+            Parsed::Policy(Arc::new(Located {
+                path,
+                canonical: Value::String(doc.clone()),
+                doc,
+                digest,
+                text,
+            }))
+        }
     }))
+}
+
+/// A revision known to be valid as a whole: its snapshot passed
+/// [`ParsedFiles::validated`] with every governed file of the revision.
+/// The only ways to get one are reading a revision whole or deriving one
+/// from another valid revision ([`ValidRevision::with_changes`]), so holding
+/// one is the proof the cheap derivation needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidRevision {
+    revision: CommitSha,
+    snapshot: Snapshot,
+}
+
+impl ValidRevision {
+    /// Validates `files`, every governed file of `revision`.
+    pub fn validate(
+        revision: CommitSha,
+        files: &[SourceFile],
+        catalog: &'static Catalog,
+    ) -> Result<ValidRevision, Vec<FormatError>> {
+        ParsedFiles::parse(files, catalog)
+            .validated()
+            .map(|snapshot| ValidRevision { revision, snapshot })
+    }
+
+    /// The revision that differs from this one only at `changed` (git's
+    /// tree diff between the two), whose files at those paths are `files`,
+    /// validated as a whole without reading anything else.
+    ///
+    /// Equivalent to [`ValidRevision::validate`] of the other revision's
+    /// files: every unchanged path holds the same bytes, which parsed
+    /// without error to the document this revision holds for that path, and
+    /// the names, the checks across documents and their errors are computed
+    /// again over the whole result, in path order, as a full read does.
+    pub fn with_changes(
+        &self,
+        revision: CommitSha,
+        changed: &[RepoPath],
+        files: &[SourceFile],
+        catalog: &'static Catalog,
+    ) -> Result<ValidRevision, Vec<FormatError>> {
+        ParsedFiles::of_valid(&self.snapshot)
+            .with_changes(changed, files, catalog)
+            .validated()
+            .map(|snapshot| ValidRevision { revision, snapshot })
+    }
+
+    pub fn revision(&self) -> &CommitSha {
+        &self.revision
+    }
+
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    pub fn into_snapshot(self) -> Snapshot {
+        self.snapshot
+    }
 }
 
 impl Snapshot {
@@ -183,13 +327,7 @@ impl Snapshot {
         ParsedFiles::parse(files, catalog).validated()
     }
 
-    fn insert(&mut self, path: RepoPath, parsed: ParsedDoc) -> Result<(), FormatError> {
-        let ParsedDoc {
-            doc,
-            text,
-            canonical,
-            digest,
-        } = parsed;
+    fn insert(&mut self, path: &RepoPath, parsed: Parsed) -> Result<(), FormatError> {
         let duplicate = |kind: &str, name: &str, first: &RepoPath, text: &str| {
             let (line, column) = text_position(text, name);
             FormatError {
@@ -199,63 +337,30 @@ impl Snapshot {
                 message: format!("{kind} name `{name}` is already used by {first}; names must be unique per kind"),
             }
         };
-        match doc {
-            Document::Baseline(b) => {
-                if let Some(first) = self.baselines.get(&b.name) {
-                    return Err(duplicate("Baseline", &b.name, &first.path, &text));
+        match parsed {
+            Parsed::Baseline(b) => {
+                if let Some(first) = self.baselines.get(&b.doc.name) {
+                    return Err(duplicate("Baseline", &b.doc.name, &first.path, &b.text));
                 }
-                self.baselines.insert(
-                    b.name.clone(),
-                    Located {
-                        path,
-                        doc: b,
-                        digest,
-                        canonical,
-                        text,
-                    },
-                );
+                self.baselines.insert(b.doc.name.clone(), b);
             }
-            Document::Exception(e) => {
-                if let Some(first) = self.exceptions.get(&e.name) {
-                    return Err(duplicate("Exception", &e.name, &first.path, &text));
+            Parsed::Exception(e) => {
+                if let Some(first) = self.exceptions.get(&e.doc.name) {
+                    return Err(duplicate("Exception", &e.doc.name, &first.path, &e.text));
                 }
-                self.exceptions.insert(
-                    e.name.clone(),
-                    Located {
-                        path,
-                        doc: e,
-                        digest,
-                        canonical,
-                        text,
-                    },
-                );
+                self.exceptions.insert(e.doc.name.clone(), e);
             }
-            Document::Config(c) => {
+            Parsed::Config(c) => {
                 if let Some(first) = &self.config {
                     return Err(FormatError::whole_file(
                         path.as_str(),
                         format!("a second repo config; {} already is the Config", first.path),
                     ));
                 }
-                self.config = Some(Located {
-                    path,
-                    doc: c,
-                    digest,
-                    canonical,
-                    text,
-                });
+                self.config = Some(Located::clone(&c));
             }
-            Document::Policy(p) => {
-                self.policies.insert(
-                    path.clone(),
-                    Located {
-                        path,
-                        doc: p,
-                        digest,
-                        canonical,
-                        text,
-                    },
-                );
+            Parsed::Policy(p) => {
+                self.policies.insert(path.clone(), p);
             }
         }
         Ok(())

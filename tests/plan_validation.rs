@@ -394,3 +394,39 @@ fn the_base_a_plan_derives_from_the_head_is_the_base_read_whole() {
     }
     assert!(compared >= 100, "only {compared} pairs had a valid head");
 }
+
+#[test]
+fn a_revision_read_from_a_known_valid_one_is_the_revision_read_whole() {
+    // The cheap path a long-running reader can take: only the files that
+    // differ from a revision it already validated. Same result, same errors.
+    use tollgate::cli::quickstart::HISTORY;
+    use tollgate::source::{read_valid, read_valid_from};
+    let mut history: Vec<SampleCommit> = HISTORY.iter().map(|c| commit(c.author, c.message, c.files)).collect();
+    history.push(commit("omar", "exception", &[("exceptions/staff.yaml", Some(EXCEPTION))]));
+    history.push(commit("mallory", "copy", &[("baselines/ios/copy.yaml", Some(CORP_IOS_COPY))]));
+    history.push(commit("sam", "drop the copy", &[("baselines/ios/copy.yaml", None)]));
+    history.push(commit("priya", "strand owners", &[("tollgate.yaml", Some(CONFIG_WITHOUT_IOS_OWNERS))]));
+    history.push(commit("priya", "restore", &[("tollgate.yaml", Some(CONFIG))]));
+    history.push(commit("ana", "zz copy", &[("baselines/ios/zz-copy.yaml", Some(CORP_IOS_COPY))]));
+    let dir = repo(&history);
+    let git = GitRepo::open(dir.path()).unwrap();
+    let revs: Vec<_> = (0..history.len())
+        .map(|i| git.resolve(&format!("HEAD~{i}")).unwrap())
+        .collect();
+    let outcome = |r: Result<tollgate::snapshot::ValidRevision, RevisionError>| match r {
+        Ok(v) => Ok(v),
+        Err(RevisionError::Invalid { errors, .. }) => Err(errors),
+        Err(e) => panic!("{e}"),
+    };
+    let (mut known_valid, mut invalid_heads) = (0, 0);
+    for known in &revs {
+        let Ok(known) = read_valid(&git, known) else { continue };
+        known_valid += 1;
+        for rev in &revs {
+            let derived = outcome(read_valid_from(&git, &known, rev));
+            invalid_heads += usize::from(derived.is_err());
+            assert_eq!(derived, outcome(read_valid(&git, rev)), "{rev} read from {}", known.revision());
+        }
+    }
+    assert!(known_valid >= 8 && invalid_heads >= 10, "{known_valid} valid, {invalid_heads} invalid");
+}

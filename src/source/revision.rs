@@ -10,7 +10,7 @@
 use crate::catalog::Catalog;
 use crate::format::FormatError;
 use crate::ids::CommitSha;
-use crate::snapshot::{ParsedFiles, Snapshot};
+use crate::snapshot::{ParsedFiles, Snapshot, ValidRevision};
 use crate::tree::RepoPath;
 
 use super::git::{GitError, GitRepo};
@@ -32,15 +32,41 @@ fn first(errors: &[FormatError]) -> String {
     errors.first().map(ToString::to_string).unwrap_or_default()
 }
 
+fn invalid(revision: &CommitSha) -> impl FnOnce(Vec<FormatError>) -> RevisionError + '_ {
+    move |errors| RevisionError::Invalid {
+        revision: revision.clone(),
+        errors,
+    }
+}
+
 /// Every governed document of `rev`, validated as a whole.
 pub fn read_revision(git: &GitRepo, rev: &CommitSha) -> Result<Snapshot, RevisionError> {
+    read_valid(git, rev).map(ValidRevision::into_snapshot)
+}
+
+/// [`read_revision`], keeping the proof that the revision is valid, from
+/// which the next revision can be read cheaply ([`read_valid_from`]).
+pub fn read_valid(git: &GitRepo, rev: &CommitSha) -> Result<ValidRevision, RevisionError> {
     let files = git.read_governed(rev)?;
-    ParsedFiles::parse(&files, Catalog::builtin())
-        .validated()
-        .map_err(|errors| RevisionError::Invalid {
-            revision: rev.clone(),
-            errors,
-        })
+    ValidRevision::validate(rev.clone(), &files, Catalog::builtin()).map_err(invalid(rev))
+}
+
+/// `rev`, validated as a whole, reading only the files that differ from a
+/// revision already known to be valid (`known`, e.g. the last tip a
+/// long-running process read). Gives exactly what [`read_valid`] gives
+/// ([`ValidRevision::with_changes`]), at the cost of git's tree diff, the
+/// changed files and one pass over the documents instead of reading and
+/// parsing every file.
+pub fn read_valid_from(git: &GitRepo, known: &ValidRevision, rev: &CommitSha) -> Result<ValidRevision, RevisionError> {
+    let changed: Vec<RepoPath> = git
+        .changed_paths(known.revision(), rev)?
+        .into_iter()
+        .map(|c| c.path)
+        .collect();
+    let files = git.read_paths(rev, &changed)?;
+    known
+        .with_changes(rev.clone(), &changed, &files, Catalog::builtin())
+        .map_err(invalid(rev))
 }
 
 /// The two sides of a plan, each a complete snapshot of its revision.
@@ -68,10 +94,7 @@ pub struct RevisionPair {
 pub fn read_pair(git: &GitRepo, base: &CommitSha, head: &CommitSha) -> Result<RevisionPair, RevisionError> {
     let catalog = Catalog::builtin();
     let head_parsed = ParsedFiles::parse(&git.read_governed(head)?, catalog);
-    let head_snap = head_parsed.validated().map_err(|errors| RevisionError::Invalid {
-        revision: head.clone(),
-        errors,
-    })?;
+    let head_snap = head_parsed.validated().map_err(invalid(head))?;
     let changed: Vec<RepoPath> = git.changed_paths(base, head)?.into_iter().map(|c| c.path).collect();
     let base_parsed = head_parsed.with_changes(&changed, &git.read_paths(base, &changed)?, catalog);
     let (base_snap, base_errors) = base_parsed.checked();
