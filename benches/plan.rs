@@ -34,7 +34,7 @@ use tollgate::plan::{plan, policy_engine, PlanContext};
 use tollgate::render::Style;
 use tollgate::risk::PolicyEngine;
 use tollgate::snapshot::ParsedFiles;
-use tollgate::source::{read_pair, GitRepo};
+use tollgate::source::{read_pair, read_valid, read_valid_from, GitRepo};
 use tollgate::tree::RepoPath;
 
 use support::repo::{self, RepoSpec, SINGLE_FILE_TAIL};
@@ -79,7 +79,8 @@ fn tollgate_plan(repo: &Path, base: &str) -> Command {
 /// now does too.
 fn tollgate_validate(repo: &Path) -> Command {
     let mut cmd = Command::new(support::tollgate_bin());
-    cmd.args(["validate", "-o", "json", "--rev", "HEAD", "--repo"]).arg(repo);
+    cmd.args(["validate", "-o", "json", "--rev", "HEAD", "--repo"])
+        .arg(repo);
     cmd
 }
 
@@ -217,6 +218,12 @@ fn plan_phases(c: &mut Criterion) {
             let files = git.read_paths(&base, &changed).unwrap();
             head_parsed.with_changes(&changed, &files, catalog).checked()
         })
+    });
+    // What a long-running reader pays instead of the three phases above
+    // when it still holds the valid base (source::read_valid_from).
+    let valid_base = read_valid(&git, &base).expect("a valid base");
+    group.bench_function("validate_head_from_valid_base", |b| {
+        b.iter(|| read_valid_from(&git, &valid_base, &head).unwrap())
     });
     group.bench_function("compile_policy", |b| b.iter(|| policy_engine(&pair.base).unwrap()));
     group.bench_function("diff_effective_and_evaluate_policy", |b| {

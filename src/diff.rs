@@ -119,7 +119,10 @@ pub fn diff_snapshots(base: &Snapshot, head: &Snapshot, catalog: &Catalog) -> Ve
     let mut out = Vec::new();
     let names: BTreeSet<&String> = base.baselines.keys().chain(head.baselines.keys()).collect();
     for name in names {
-        let (b, h) = (base.baselines.get(name).map(|b| &**b), head.baselines.get(name).map(|h| &**h));
+        let (b, h) = (
+            base.baselines.get(name).map(|b| &**b),
+            head.baselines.get(name).map(|h| &**h),
+        );
         // Whole revisions share most documents: skip the unchanged ones
         // before diffing them (what `is_noop` would drop anyway).
         if unchanged(b, h) {
@@ -130,7 +133,10 @@ pub fn diff_snapshots(base: &Snapshot, head: &Snapshot, catalog: &Catalog) -> Ve
     }
     let names: BTreeSet<&String> = base.exceptions.keys().chain(head.exceptions.keys()).collect();
     for name in names {
-        let (b, h) = (base.exceptions.get(name).map(|b| &**b), head.exceptions.get(name).map(|h| &**h));
+        let (b, h) = (
+            base.exceptions.get(name).map(|b| &**b),
+            head.exceptions.get(name).map(|h| &**h),
+        );
         if unchanged(b, h) {
             continue;
         }

@@ -78,7 +78,15 @@ fn repo(base: &[(&str, Option<&str>)], change: &[(&str, Option<&str>)]) -> TempD
 
 /// `plan --base HEAD~1 -o json`, which must succeed.
 fn plan_json(dir: &TempDir) -> Value {
-    let (code, out, err) = tollgate(&["plan", "--repo", dir.path().to_str().unwrap(), "--base", "HEAD~1", "-o", "json"]);
+    let (code, out, err) = tollgate(&[
+        "plan",
+        "--repo",
+        dir.path().to_str().unwrap(),
+        "--base",
+        "HEAD~1",
+        "-o",
+        "json",
+    ]);
     assert_eq!(code, 0, "{out}{err}");
     serde_json::from_str(&out).unwrap()
 }
@@ -110,7 +118,10 @@ fn a_higher_priority_baseline_that_sets_a_weaker_value_is_a_loosening() {
     let corp = baseline("corp-ios", 100, &["vip", "staff"], &[("passcode.min_length", "6")]);
     let vip = baseline("corp-ios-vip", 900, &["vip"], &[("passcode.min_length", "0")]);
     let dir = repo(
-        &[("tollgate.yaml", Some(CONFIG)), ("baselines/ios/corp-ios.yaml", Some(&corp))],
+        &[
+            ("tollgate.yaml", Some(CONFIG)),
+            ("baselines/ios/corp-ios.yaml", Some(&corp)),
+        ],
         &[("baselines/ios/corp-ios-vip.yaml", Some(&vip))],
     );
     let plan = plan_json(&dir);
@@ -137,8 +148,17 @@ fn a_higher_priority_baseline_that_sets_a_weaker_value_is_a_loosening() {
     assert_eq!(c["requirements"]["approvals"], 2);
     // What explain says devices get is what the plan judged.
     let (_, out, _) = tollgate(&[
-        "explain", "--repo", dir.path().to_str().unwrap(), "--rev", "HEAD", "--platform", "ios", "--group", "vip",
-        "-o", "json",
+        "explain",
+        "--repo",
+        dir.path().to_str().unwrap(),
+        "--rev",
+        "HEAD",
+        "--platform",
+        "ios",
+        "--group",
+        "vip",
+        "-o",
+        "json",
     ]);
     let ex: Value = serde_json::from_str(&out).unwrap();
     let min = ex["explanation"]["settings"]
@@ -147,12 +167,20 @@ fn a_higher_priority_baseline_that_sets_a_weaker_value_is_a_loosening() {
         .iter()
         .find(|s| s["key"] == "passcode.min_length")
         .unwrap();
-    assert_eq!((min["value"].clone(), min["baseline"].clone()), (json!(0), json!("corp-ios-vip")));
+    assert_eq!(
+        (min["value"].clone(), min["baseline"].clone()),
+        (json!(0), json!("corp-ios-vip"))
+    );
 }
 
 #[test]
 fn removing_a_baseline_names_where_devices_fall_back_to() {
-    let strict = baseline("corp-ios", 500, &["staff", "contractors"], &[("passcode.min_length", "12")]);
+    let strict = baseline(
+        "corp-ios",
+        500,
+        &["staff", "contractors"],
+        &[("passcode.min_length", "12")],
+    );
     let floor = baseline("corp-ios-floor", 10, &["staff"], &[("passcode.min_length", "4")]);
     let dir = repo(
         &[
@@ -196,7 +224,12 @@ fn removing_a_baseline_names_where_devices_fall_back_to() {
 
 #[test]
 fn narrowing_targets_that_leaves_a_group_to_a_weaker_baseline_is_judged_by_the_setting() {
-    let strict = baseline("corp-ios-strict", 500, &["vip", "staff"], &[("passcode.min_length", "12")]);
+    let strict = baseline(
+        "corp-ios-strict",
+        500,
+        &["vip", "staff"],
+        &[("passcode.min_length", "12")],
+    );
     let narrowed = baseline("corp-ios-strict", 500, &["vip"], &[("passcode.min_length", "12")]);
     let corp = baseline("corp-ios", 100, &["staff"], &[("passcode.min_length", "6")]);
     let dir = repo(
@@ -248,14 +281,20 @@ fn an_effective_tightening_stays_a_tightening() {
     let corp = baseline("corp-ios", 100, &["vip", "staff"], &[("passcode.min_length", "6")]);
     let vip = baseline("corp-ios-vip", 900, &["vip"], &[("passcode.min_length", "12")]);
     let dir = repo(
-        &[("tollgate.yaml", Some(CONFIG)), ("baselines/ios/corp-ios.yaml", Some(&corp))],
+        &[
+            ("tollgate.yaml", Some(CONFIG)),
+            ("baselines/ios/corp-ios.yaml", Some(&corp)),
+        ],
         &[("baselines/ios/corp-ios-vip.yaml", Some(&vip))],
     );
     let plan = plan_json(&dir);
     let c = change(&plan, "corp-ios-vip");
     assert_eq!(c["tier"], 2, "{:?}", reasons(c));
     assert_eq!(c["effective"][0]["direction"], "tighten");
-    assert_eq!((c["effective"][0]["old"].clone(), c["effective"][0]["new"].clone()), (json!(6), json!(12)));
+    assert_eq!(
+        (c["effective"][0]["old"].clone(), c["effective"][0]["new"].clone()),
+        (json!(6), json!(12))
+    );
     assert!(!has_reason(c, "effective"), "{:?}", reasons(c));
 }
 
@@ -264,7 +303,10 @@ fn a_change_that_creates_a_conflict_is_judged_as_an_unknown_direction() {
     let corp = baseline("corp-ios", 100, &["staff"], &[("os.update_deadline_days", "7")]);
     let other = baseline("staff-ios", 100, &["staff"], &[("os.update_deadline_days", "3")]);
     let dir = repo(
-        &[("tollgate.yaml", Some(CONFIG)), ("baselines/ios/corp-ios.yaml", Some(&corp))],
+        &[
+            ("tollgate.yaml", Some(CONFIG)),
+            ("baselines/ios/corp-ios.yaml", Some(&corp)),
+        ],
         &[("baselines/ios/staff-ios.yaml", Some(&other))],
     );
     let plan = plan_json(&dir);
@@ -281,7 +323,10 @@ fn plans_show_effective_changes_to_people() {
     let corp = baseline("corp-ios", 100, &["vip", "staff"], &[("passcode.min_length", "6")]);
     let vip = baseline("corp-ios-vip", 900, &["vip"], &[("passcode.min_length", "0")]);
     let dir = repo(
-        &[("tollgate.yaml", Some(CONFIG)), ("baselines/ios/corp-ios.yaml", Some(&corp))],
+        &[
+            ("tollgate.yaml", Some(CONFIG)),
+            ("baselines/ios/corp-ios.yaml", Some(&corp)),
+        ],
         &[("baselines/ios/corp-ios-vip.yaml", Some(&vip))],
     );
     let r = dir.path().to_str().unwrap();
@@ -413,14 +458,14 @@ fn an_effective_loosening_is_never_planned_below_a_direct_loosening() {
     let loosenings_seen = std::cell::Cell::new(0usize);
     runner
         .run(&gen_revisions(), |sides| {
-            let named = |pick: fn(&(Option<Gen>, Option<Gen>)) -> &Option<Gen>| -> Vec<(String, Gen)> {
+            let named = |head_side: bool| -> Vec<(String, Gen)> {
                 NAMES
                     .iter()
                     .zip(&sides)
-                    .filter_map(|(n, s)| pick(s).clone().map(|g| (n.to_string(), g)))
+                    .filter_map(|(n, (b, h))| if head_side { h } else { b }.clone().map(|g| (n.to_string(), g)))
                     .collect()
             };
-            let (base, head) = (snapshot(&named(|s| &s.0)), snapshot(&named(|s| &s.1)));
+            let (base, head) = (snapshot(&named(false)), snapshot(&named(true)));
             let changes = diff_snapshots(&base, &head, catalog);
             let ctx = PlanContext {
                 catalog,
@@ -448,7 +493,8 @@ fn an_effective_loosening_is_never_planned_below_a_direct_loosening() {
                     explain(&head, Platform::Ios, group, now),
                 );
                 for (key, _) in KEYS {
-                    let find = |ex: &tollgate::explain::Explanation| ex.settings.iter().find(|s| s.key == *key).cloned();
+                    let find =
+                        |ex: &tollgate::explain::Explanation| ex.settings.iter().find(|s| s.key == *key).cloned();
                     let (old, new) = (find(&before), find(&after));
                     let in_conflict = |s: &Option<tollgate::explain::EffectiveSetting>| {
                         s.as_ref().is_some_and(|s| s.baseline.is_none())

@@ -137,7 +137,15 @@ fn json(text: &str) -> Value {
 
 /// `validate --rev HEAD -o json`: its exit code and errors.
 fn validate_head(repo: &Path) -> (i32, Value) {
-    let (code, out, err) = tollgate(&["validate", "--repo", repo.to_str().unwrap(), "--rev", "HEAD", "-o", "json"]);
+    let (code, out, err) = tollgate(&[
+        "validate",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--rev",
+        "HEAD",
+        "-o",
+        "json",
+    ]);
     assert!(err.is_empty(), "{err}");
     (code, json(&out)["errors"].clone())
 }
@@ -160,7 +168,10 @@ fn assert_plan_refuses_like_validate(repo: &Path, expect: &str) {
     assert_eq!(code, 1, "plan of an invalid head exits 1: {out}{err}");
     let plan = json(&out);
     assert_eq!(plan["valid"], false, "{plan}");
-    assert_eq!(plan["errors"], verrors, "plan and validate --rev HEAD give the same errors");
+    assert_eq!(
+        plan["errors"], verrors,
+        "plan and validate --rev HEAD give the same errors"
+    );
     assert!(plan.get("changes").is_none(), "an invalid head has no plan: {plan}");
     assert_eq!(plan["head"].as_str().unwrap().len(), 40);
 
@@ -221,7 +232,14 @@ fn plan_refuses_a_head_whose_unchanged_files_were_already_invalid() {
     let dir = repo(&[
         commit("priya", "base", BASE_FILES),
         commit("mallory", "copy", &[("baselines/ios/copy.yaml", Some(CORP_IOS_COPY))]),
-        commit("ana", "kiosk", &[("baselines/ios/kiosk.yaml", Some(&KIOSK_STRAY_OWNER.replace("mdm-nobody", "mdm-ios")))]),
+        commit(
+            "ana",
+            "kiosk",
+            &[(
+                "baselines/ios/kiosk.yaml",
+                Some(&KIOSK_STRAY_OWNER.replace("mdm-nobody", "mdm-ios")),
+            )],
+        ),
     ]);
     assert_plan_refuses_like_validate(dir.path(), "name `corp-ios` is already used");
 }
@@ -267,7 +285,14 @@ fn a_change_that_repairs_an_invalid_base_is_planned() {
     let (code, out, err) = tollgate(&["plan", "--repo", r, "--base", "HEAD~1", "-o", "json"]);
     assert_eq!(code, 0, "{out}{err}");
     let plan = json(&out);
-    assert!(plan["changes"].as_array().unwrap().iter().any(|c| c["name"] == "corp-ios"), "{plan}");
+    assert!(
+        plan["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "corp-ios"),
+        "{plan}"
+    );
 }
 
 #[test]
@@ -297,16 +322,32 @@ fn explain_of_an_invalid_revision_gives_validates_errors_and_no_explanation() {
     let dir = base_then(&[("baselines/ios/copy.yaml", Some(CORP_IOS_COPY))]);
     let r = dir.path().to_str().unwrap();
     let (_, verrors) = validate_head(dir.path());
-    let args = ["explain", "--repo", r, "--rev", "HEAD", "--platform", "ios", "--group", "staff"];
+    let args = [
+        "explain",
+        "--repo",
+        r,
+        "--rev",
+        "HEAD",
+        "--platform",
+        "ios",
+        "--group",
+        "staff",
+    ];
     let (code, out, _) = tollgate(&[&args[..], &["-o", "json"]].concat());
     assert_eq!(code, 1, "{out}");
     let v = json(&out);
     assert_eq!(v["errors"], verrors);
-    assert!(v["explanation"].is_null(), "which corp-ios wins is not for explain to guess: {v}");
+    assert!(
+        v["explanation"].is_null(),
+        "which corp-ios wins is not for explain to guess: {v}"
+    );
     let (code, text, _) = tollgate(&args);
     assert_eq!(code, 1);
     assert!(text.contains("name `corp-ios` is already used"), "{text}");
-    assert!(!text.contains("passcode.min_length"), "no effective settings of an invalid revision: {text}");
+    assert!(
+        !text.contains("passcode.min_length"),
+        "no effective settings of an invalid revision: {text}"
+    );
 }
 
 #[test]
@@ -321,7 +362,17 @@ fn explain_reports_cross_check_errors_as_validate_does() {
     let r = dir.path().to_str().unwrap();
     let (_, verrors) = validate_head(dir.path());
     let (code, out, _) = tollgate(&[
-        "explain", "--repo", r, "--rev", "HEAD", "--platform", "ios", "--group", "staff", "-o", "json",
+        "explain",
+        "--repo",
+        r,
+        "--rev",
+        "HEAD",
+        "--platform",
+        "ios",
+        "--group",
+        "staff",
+        "-o",
+        "json",
     ]);
     assert_eq!(code, 1, "{out}");
     assert_eq!(json(&out)["errors"], verrors);
@@ -351,7 +402,10 @@ fn plan_shows_conflicts_at_head_as_validate_reports_them() {
 
 #[test]
 fn a_valid_plan_lists_no_conflicts() {
-    let dir = base_then(&[("baselines/ios/kiosk.yaml", Some(&KIOSK_STRAY_OWNER.replace("mdm-nobody", "mdm-ios")))]);
+    let dir = base_then(&[(
+        "baselines/ios/kiosk.yaml",
+        Some(&KIOSK_STRAY_OWNER.replace("mdm-nobody", "mdm-ios")),
+    )]);
     let r = dir.path().to_str().unwrap();
     let (code, out, err) = tollgate(&["plan", "--repo", r, "--base", "HEAD~1", "-o", "json"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -369,7 +423,11 @@ fn the_base_a_plan_derives_from_the_head_is_the_base_read_whole() {
     use tollgate::cli::quickstart::HISTORY;
     use tollgate::snapshot::Snapshot;
     let mut history: Vec<SampleCommit> = HISTORY.iter().map(|c| commit(c.author, c.message, c.files)).collect();
-    history.push(commit("mallory", "copy", &[("baselines/ios/copy.yaml", Some(CORP_IOS_COPY))]));
+    history.push(commit(
+        "mallory",
+        "copy",
+        &[("baselines/ios/copy.yaml", Some(CORP_IOS_COPY))],
+    ));
     history.push(commit("sam", "drop the copy", &[("baselines/ios/copy.yaml", None)]));
     let dir = repo(&history);
     let git = GitRepo::open(dir.path()).unwrap();
@@ -402,12 +460,28 @@ fn a_revision_read_from_a_known_valid_one_is_the_revision_read_whole() {
     use tollgate::cli::quickstart::HISTORY;
     use tollgate::source::{read_valid, read_valid_from};
     let mut history: Vec<SampleCommit> = HISTORY.iter().map(|c| commit(c.author, c.message, c.files)).collect();
-    history.push(commit("omar", "exception", &[("exceptions/staff.yaml", Some(EXCEPTION))]));
-    history.push(commit("mallory", "copy", &[("baselines/ios/copy.yaml", Some(CORP_IOS_COPY))]));
+    history.push(commit(
+        "omar",
+        "exception",
+        &[("exceptions/staff.yaml", Some(EXCEPTION))],
+    ));
+    history.push(commit(
+        "mallory",
+        "copy",
+        &[("baselines/ios/copy.yaml", Some(CORP_IOS_COPY))],
+    ));
     history.push(commit("sam", "drop the copy", &[("baselines/ios/copy.yaml", None)]));
-    history.push(commit("priya", "strand owners", &[("tollgate.yaml", Some(CONFIG_WITHOUT_IOS_OWNERS))]));
+    history.push(commit(
+        "priya",
+        "strand owners",
+        &[("tollgate.yaml", Some(CONFIG_WITHOUT_IOS_OWNERS))],
+    ));
     history.push(commit("priya", "restore", &[("tollgate.yaml", Some(CONFIG))]));
-    history.push(commit("ana", "zz copy", &[("baselines/ios/zz-copy.yaml", Some(CORP_IOS_COPY))]));
+    history.push(commit(
+        "ana",
+        "zz copy",
+        &[("baselines/ios/zz-copy.yaml", Some(CORP_IOS_COPY))],
+    ));
     let dir = repo(&history);
     let git = GitRepo::open(dir.path()).unwrap();
     let revs: Vec<_> = (0..history.len())
@@ -425,8 +499,16 @@ fn a_revision_read_from_a_known_valid_one_is_the_revision_read_whole() {
         for rev in &revs {
             let derived = outcome(read_valid_from(&git, &known, rev));
             invalid_heads += usize::from(derived.is_err());
-            assert_eq!(derived, outcome(read_valid(&git, rev)), "{rev} read from {}", known.revision());
+            assert_eq!(
+                derived,
+                outcome(read_valid(&git, rev)),
+                "{rev} read from {}",
+                known.revision()
+            );
         }
     }
-    assert!(known_valid >= 8 && invalid_heads >= 10, "{known_valid} valid, {invalid_heads} invalid");
+    assert!(
+        known_valid >= 8 && invalid_heads >= 10,
+        "{known_valid} valid, {invalid_heads} invalid"
+    );
 }

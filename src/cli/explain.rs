@@ -77,9 +77,5 @@ pub fn explain_cmd(
             out.write_all(s.as_bytes())?;
         }
     }
-    Ok(if !conflicted {
-        Exit::Ok
-    } else {
-        Exit::Failed
-    })
+    Ok(if !conflicted { Exit::Ok } else { Exit::Failed })
 }

@@ -154,12 +154,7 @@ pub fn plan_cmd(args: &PlanArgs, out: &mut dyn Write, format: Format, style: Sty
         (PlanOutcome::Plan(p), Format::Text) => out.write_all(plan_text(p, style).as_bytes())?,
         (PlanOutcome::Plan(p), Format::Markdown) => out.write_all(plan_markdown(p).as_bytes())?,
         (PlanOutcome::Invalid { errors, invalid_at, .. }, _) => {
-            writeln!(
-                out,
-                "Cannot plan: {} error(s) at {}",
-                errors.len(),
-                invalid_at.short()
-            )?;
+            writeln!(out, "Cannot plan: {} error(s) at {}", errors.len(), invalid_at.short())?;
             for e in errors {
                 writeln!(out, "{e}")?;
             }
