@@ -34,7 +34,7 @@ use tollgate::plan::{plan, policy_engine, PlanContext};
 use tollgate::render::Style;
 use tollgate::risk::PolicyEngine;
 use tollgate::snapshot::ParsedFiles;
-use tollgate::source::{read_pair, read_valid, read_valid_from, GitRepo};
+use tollgate::source::{read_checked, read_pair, read_valid, read_valid_from, GitRepo};
 use tollgate::tree::RepoPath;
 
 use support::repo::{self, RepoSpec, SINGLE_FILE_TAIL};
@@ -203,6 +203,9 @@ fn plan_phases(c: &mut Criterion) {
     });
     group.bench_function("open_repo", |b| b.iter(|| GitRepo::open(black_box(repo)).unwrap()));
     group.bench_function("read_head_whole", |b| b.iter(|| git.read_governed(&head).unwrap()));
+    group.bench_function("read_and_validate_head", |b| {
+        b.iter(|| read_checked(&git, &head).unwrap())
+    });
     group.bench_function("parse_head_whole", |b| {
         b.iter(|| ParsedFiles::parse(black_box(&head_files), catalog))
     });

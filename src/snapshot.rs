@@ -65,38 +65,48 @@ pub struct ParsedFiles {
 /// than it saves.
 const PARSE_CHUNK: usize = 64;
 
+/// How many threads to read and parse `files` files on: one per core, at
+/// least [`PARSE_CHUNK`] files each.
+pub fn parse_threads(files: usize) -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.div_ceil(PARSE_CHUNK))
+        .max(1)
+}
+
 impl ParsedFiles {
     /// Parses every file of `files`, on as many threads as the machine
     /// offers for large revisions (parsing is most of reading a revision).
     pub fn parse(files: &[SourceFile], catalog: &'static Catalog) -> ParsedFiles {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(files.len().div_ceil(PARSE_CHUNK))
-            .max(1);
-        let parsed: Vec<(RepoPath, Parse)> = if threads == 1 {
-            files.iter().map(|f| (f.path.clone(), parse_one(f, catalog))).collect()
-        } else {
-            let chunk = files.len().div_ceil(threads);
-            std::thread::scope(|s| {
-                let workers: Vec<_> = files
-                    .chunks(chunk)
-                    .map(|part| {
-                        s.spawn(move || {
-                            part.iter()
-                                .map(|f| (f.path.clone(), parse_one(f, catalog)))
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                workers
-                    .into_iter()
-                    .flat_map(|w| w.join().expect("parsing a governed file does not panic"))
-                    .collect()
-            })
-        };
-        ParsedFiles {
-            files: parsed.into_iter().collect(),
+        let threads = parse_threads(files.len());
+        if threads == 1 {
+            return ParsedFiles::parse_here(files, catalog);
         }
+        let chunk = files.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let workers: Vec<_> = files
+                .chunks(chunk)
+                .map(|part| s.spawn(move || ParsedFiles::parse_here(part, catalog)))
+                .collect();
+            let mut out = ParsedFiles::default();
+            for w in workers {
+                out.merge(w.join().expect("parsing a governed file does not panic"));
+            }
+            out
+        })
+    }
+
+    /// Parses `files` on this thread.
+    pub fn parse_here(files: &[SourceFile], catalog: &'static Catalog) -> ParsedFiles {
+        ParsedFiles {
+            files: files.iter().map(|f| (f.path.clone(), parse_one(f, catalog))).collect(),
+        }
+    }
+
+    /// Adds the files of `other` (parsed separately, e.g. on another thread);
+    /// a path in both takes `other`'s parse.
+    pub fn merge(&mut self, other: ParsedFiles) {
+        self.files.extend(other.files);
     }
 
     /// The files of another revision that differs from this one only at
@@ -270,6 +280,11 @@ impl ValidRevision {
         ParsedFiles::parse(files, catalog)
             .validated()
             .map(|snapshot| ValidRevision { revision, snapshot })
+    }
+
+    /// Validates the parsed files of every governed file of `revision`.
+    pub fn from_parsed(revision: CommitSha, parsed: &ParsedFiles) -> Result<ValidRevision, Vec<FormatError>> {
+        parsed.validated().map(|snapshot| ValidRevision { revision, snapshot })
     }
 
     /// The revision that differs from this one only at `changed` (git's

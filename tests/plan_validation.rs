@@ -512,3 +512,46 @@ fn a_revision_read_from_a_known_valid_one_is_the_revision_read_whole() {
         "{known_valid} valid, {invalid_heads} invalid"
     );
 }
+
+#[test]
+fn a_large_revision_read_in_parts_is_the_revision_read_at_once() {
+    // Large revisions are read and parsed in parts, one per core; the
+    // result must be a read in one go, errors and all.
+    use tollgate::catalog::Catalog;
+    use tollgate::snapshot::Snapshot;
+    let texts: Vec<(String, String)> = (0..300)
+        .map(|i| {
+            let name = format!("b{i:03}");
+            let text = CORP_IOS.replace("name: corp-ios", &format!("name: {name}"));
+            (format!("baselines/ios/{name}.yaml"), text)
+        })
+        .collect();
+    let mut files: Vec<(&str, Option<&str>)> = vec![("tollgate.yaml", Some(CONFIG))];
+    files.extend(texts.iter().map(|(p, t)| (p.as_str(), Some(t.as_str()))));
+    let late_copy = CORP_IOS.replace("name: corp-ios", "name: b007");
+    let dir = repo(&[
+        commit("priya", "many", &files),
+        commit(
+            "mallory",
+            "a late copy",
+            &[("baselines/ios/zz/b007.yaml", Some(&late_copy))],
+        ),
+    ]);
+    let git = GitRepo::open(dir.path()).unwrap();
+    for rev in ["HEAD~1", "HEAD"] {
+        let rev = git.resolve(rev).unwrap();
+        let (whole, errors) = Snapshot::checked(&git.read_governed(&rev).unwrap(), Catalog::builtin());
+        match read_revision(&git, &rev) {
+            Ok(snap) => {
+                assert!(errors.is_empty(), "{errors:?}");
+                assert_eq!(snap, whole);
+                assert_eq!(snap.baselines.len(), 300);
+            }
+            Err(RevisionError::Invalid { errors: got, .. }) => {
+                assert_eq!(got, errors);
+                assert!(got[0].message.contains("`b007` is already used"), "{got:?}");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}

@@ -8,7 +8,7 @@ use super::{write_json, Exit, Format};
 use crate::catalog::Catalog;
 use crate::ids::Platform;
 use crate::snapshot::Snapshot;
-use crate::source::{git::GitRepo, worktree::read_worktree};
+use crate::source::{git::GitRepo, read_revision, worktree::read_worktree, RevisionError};
 
 pub fn explain_cmd(
     repo: &Path,
@@ -21,17 +21,21 @@ pub fn explain_cmd(
     let Some(platform) = Platform::parse(platform) else {
         anyhow::bail!("unknown platform {platform:?}; expected one of ios, ipados, macos, android, windows");
     };
-    let files = match rev {
+    // The validation every command shares: an invalid revision is
+    // explained by no one, since which of two documents would win is a guess.
+    let validated = match rev {
         Some(rev) => {
             let git = GitRepo::open(repo)?;
             let sha = git.resolve(rev)?;
-            git.read_governed(&sha)?
+            match read_revision(&git, &sha) {
+                Ok(snap) => Ok(snap),
+                Err(RevisionError::Invalid { errors, .. }) => Err(errors),
+                Err(RevisionError::Read(e)) => return Err(e.into()),
+            }
         }
-        None => read_worktree(repo)?,
+        None => Snapshot::validated(&read_worktree(repo)?, Catalog::builtin()),
     };
-    // The validation every command shares: an invalid revision is
-    // explained by no one, since which of two documents would win is a guess.
-    let snap = match Snapshot::validated(&files, Catalog::builtin()) {
+    let snap = match validated {
         Ok(snap) => snap,
         Err(errors) => {
             match format {

@@ -14,5 +14,5 @@ pub mod revision;
 pub mod worktree;
 
 pub use git::{clone_or_fetch, ChangeStatus, CommitInfo, GitError, GitRepo, PathChange};
-pub use revision::{read_pair, read_revision, read_valid, read_valid_from, RevisionError, RevisionPair};
+pub use revision::{read_checked, read_pair, read_revision, read_valid, read_valid_from, RevisionError, RevisionPair};
 pub use worktree::{read_worktree, WorktreeError};

@@ -10,7 +10,7 @@
 use crate::catalog::Catalog;
 use crate::format::FormatError;
 use crate::ids::CommitSha;
-use crate::snapshot::{ParsedFiles, Snapshot, ValidRevision};
+use crate::snapshot::{parse_threads, ParsedFiles, Snapshot, ValidRevision};
 use crate::tree::RepoPath;
 
 use super::git::{GitError, GitRepo};
@@ -39,6 +39,44 @@ fn invalid(revision: &CommitSha) -> impl FnOnce(Vec<FormatError>) -> RevisionErr
     }
 }
 
+/// Reads and parses every governed file of `rev`, split over one thread per
+/// core for a large revision (each with its own handle on the repository),
+/// since inflating blobs and parsing them is nearly all the cost.
+fn read_parsed(git: &GitRepo, rev: &CommitSha) -> Result<ParsedFiles, GitError> {
+    let catalog = Catalog::builtin();
+    let paths = git.governed_paths(rev)?;
+    let threads = parse_threads(paths.len());
+    if threads == 1 {
+        return Ok(ParsedFiles::parse_here(&git.read_paths(rev, &paths)?, catalog));
+    }
+    let chunk = paths.len().div_ceil(threads);
+    let dir = git.path();
+    std::thread::scope(|s| {
+        let (first, rest) = paths.split_at(chunk);
+        let workers: Vec<_> = rest
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || -> Result<ParsedFiles, GitError> {
+                    let git = GitRepo::open(dir)?;
+                    Ok(ParsedFiles::parse_here(&git.read_paths(rev, part)?, catalog))
+                })
+            })
+            .collect();
+        let mut out = ParsedFiles::parse_here(&git.read_paths(rev, first)?, catalog);
+        for w in workers {
+            out.merge(w.join().expect("reading a governed file does not panic")?);
+        }
+        Ok(out)
+    })
+}
+
+/// Every governed document of `rev` and every error validating it as a
+/// whole finds: what `validate --rev` reports (it needs the snapshot of an
+/// invalid revision too, to count its documents).
+pub fn read_checked(git: &GitRepo, rev: &CommitSha) -> Result<(Snapshot, Vec<FormatError>), GitError> {
+    Ok(read_parsed(git, rev)?.checked())
+}
+
 /// Every governed document of `rev`, validated as a whole.
 pub fn read_revision(git: &GitRepo, rev: &CommitSha) -> Result<Snapshot, RevisionError> {
     read_valid(git, rev).map(ValidRevision::into_snapshot)
@@ -47,8 +85,7 @@ pub fn read_revision(git: &GitRepo, rev: &CommitSha) -> Result<Snapshot, Revisio
 /// [`read_revision`], keeping the proof that the revision is valid, from
 /// which the next revision can be read cheaply ([`read_valid_from`]).
 pub fn read_valid(git: &GitRepo, rev: &CommitSha) -> Result<ValidRevision, RevisionError> {
-    let files = git.read_governed(rev)?;
-    ValidRevision::validate(rev.clone(), &files, Catalog::builtin()).map_err(invalid(rev))
+    ValidRevision::from_parsed(rev.clone(), &read_parsed(git, rev)?).map_err(invalid(rev))
 }
 
 /// `rev`, validated as a whole, reading only the files that differ from a
@@ -93,7 +130,7 @@ pub struct RevisionPair {
 /// every governed file of `head`.
 pub fn read_pair(git: &GitRepo, base: &CommitSha, head: &CommitSha) -> Result<RevisionPair, RevisionError> {
     let catalog = Catalog::builtin();
-    let head_parsed = ParsedFiles::parse(&git.read_governed(head)?, catalog);
+    let head_parsed = read_parsed(git, head)?;
     let head_snap = head_parsed.validated().map_err(invalid(head))?;
     let changed: Vec<RepoPath> = git.changed_paths(base, head)?.into_iter().map(|c| c.path).collect();
     let base_parsed = head_parsed.with_changes(&changed, &git.read_paths(base, &changed)?, catalog);
