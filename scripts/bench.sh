@@ -149,7 +149,7 @@ fi
 echo
 echo "Plan phases, in-process, 1-file change of the 5000-baseline repo:"
 for phase in startup_tollgate_version startup_git_version catalog_parse open_repo read_head_whole \
-    read_and_validate_head parse_head_whole validate_head derive_base_from_head validate_head_from_valid_base compile_policy diff_effective_and_evaluate_policy \
-    render_json; do
+    read_and_validate_head parse_head_whole validate_head derive_base_from_head validate_head_from_valid_base \
+    compile_policy diff_effective_and_evaluate_policy render_json; do
     row "  $phase" "$(est "plan_phases/$phase")" ""
 done
