@@ -6,6 +6,8 @@
 //!   and read the same way, plus `tollgate` in-process (`plan_cmd` into a
 //!   buffer) so the cost of starting a process shows separately. `git diff`
 //!   with the patch is a second peer: like `tollgate`, it reads the blobs.
+//! - `tollgate_validate_process`: `validate --rev HEAD`, which reads and
+//!   validates the whole head as a plan must.
 //! - `plan_phases`: where an in-process plan of the one-file change spends
 //!   its time, phase by phase, and the cost of starting each binary at all.
 //!
@@ -28,11 +30,11 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use tollgate::catalog::Catalog;
 use tollgate::cli::{plan_cmd, Format, PlanArgs};
 use tollgate::diff::diff_snapshots;
-use tollgate::plan::{plan, PlanContext};
+use tollgate::plan::{plan, policy_engine, PlanContext};
 use tollgate::render::Style;
 use tollgate::risk::PolicyEngine;
-use tollgate::snapshot::Snapshot;
-use tollgate::source::GitRepo;
+use tollgate::snapshot::ParsedFiles;
+use tollgate::source::{read_checked, read_pair, read_valid, read_valid_from, GitRepo};
 use tollgate::tree::RepoPath;
 
 use support::repo::{self, RepoSpec, SINGLE_FILE_TAIL};
@@ -40,9 +42,6 @@ use support::repo::{self, RepoSpec, SINGLE_FILE_TAIL};
 /// Repo sizes, in baselines; every repo has the same number of commits.
 const SIZES: [usize; 2] = [500, 5_000];
 const COMMITS: usize = 10_000;
-
-/// What `compute_plan` reads from the base revision besides the changed files.
-const GOVERNANCE_ROOTS: [&str; 3] = ["tollgate.yaml", "tollgate.yml", "policy"];
 
 struct Fixture {
     baselines: usize,
@@ -72,6 +71,15 @@ fn fixtures() -> &'static [Fixture] {
 fn tollgate_plan(repo: &Path, base: &str) -> Command {
     let mut cmd = Command::new(support::tollgate_bin());
     cmd.args(["plan", "-o", "json", "--base", base, "--head", "HEAD", "--repo"])
+        .arg(repo);
+    cmd
+}
+
+/// `validate --rev HEAD`: reading and validating the whole head, which a plan
+/// now does too.
+fn tollgate_validate(repo: &Path) -> Command {
+    let mut cmd = Command::new(support::tollgate_bin());
+    cmd.args(["validate", "-o", "json", "--rev", "HEAD", "--repo"])
         .arg(repo);
     cmd
 }
@@ -135,6 +143,11 @@ fn compare(c: &mut Criterion, group_name: &str, base: &str, files: usize) {
         group.bench_with_input(BenchmarkId::new("tollgate_process", f.baselines), &f.repo, |b, repo| {
             b.iter(|| support::run_expect(&mut tollgate_plan(repo, base), &[0]))
         });
+        group.bench_with_input(
+            BenchmarkId::new("tollgate_validate_process", f.baselines),
+            &f.repo,
+            |b, repo| b.iter(|| support::run_expect(&mut tollgate_validate(repo), &[0])),
+        );
         group.bench_with_input(BenchmarkId::new("git_diff_process", f.baselines), &f.repo, |b, repo| {
             b.iter(|| support::run_expect(&mut git_diff(repo, base), &[0]))
         });
@@ -173,14 +186,9 @@ fn plan_phases(c: &mut Criterion) {
     let git = GitRepo::open(repo).expect("open");
     let base = git.resolve("HEAD~1").expect("resolve base");
     let head = git.resolve("HEAD").expect("resolve head");
-    let changed: Vec<RepoPath> = git
-        .changed_paths(&base, &head)
-        .expect("changed paths")
-        .into_iter()
-        .map(|c| c.path)
-        .collect();
-    let (base_snap, _) = Snapshot::build(&git.read_paths(&base, &changed).expect("read base"), catalog);
-    let (head_snap, _) = Snapshot::build(&git.read_paths(&head, &changed).expect("read head"), catalog);
+    let head_files = git.read_governed(&head).expect("read head");
+    let head_parsed = ParsedFiles::parse(&head_files, catalog);
+    let pair = read_pair(&git, &base, &head).expect("a valid head");
     let engine = PolicyEngine::builtin().expect("builtin policy");
 
     let mut group = c.benchmark_group("plan_phases");
@@ -194,36 +202,43 @@ fn plan_phases(c: &mut Criterion) {
         b.iter(|| Catalog::from_yaml(black_box(include_str!("../policies/catalog.yaml"))).unwrap())
     });
     group.bench_function("open_repo", |b| b.iter(|| GitRepo::open(black_box(repo)).unwrap()));
-    group.bench_function("resolve_and_changed_paths", |b| {
+    group.bench_function("read_head_whole", |b| b.iter(|| git.read_governed(&head).unwrap()));
+    group.bench_function("read_and_validate_head", |b| {
+        b.iter(|| read_checked(&git, &head).unwrap())
+    });
+    group.bench_function("parse_head_whole", |b| {
+        b.iter(|| ParsedFiles::parse(black_box(&head_files), catalog))
+    });
+    group.bench_function("validate_head", |b| b.iter(|| head_parsed.validated().unwrap()));
+    group.bench_function("derive_base_from_head", |b| {
         b.iter(|| {
-            let base = git.resolve("HEAD~1").unwrap();
-            let head = git.resolve("HEAD").unwrap();
-            git.changed_paths(&base, &head).unwrap()
+            let changed: Vec<RepoPath> = git
+                .changed_paths(&base, &head)
+                .unwrap()
+                .into_iter()
+                .map(|c| c.path)
+                .collect();
+            let files = git.read_paths(&base, &changed).unwrap();
+            head_parsed.with_changes(&changed, &files, catalog).checked()
         })
     });
-    group.bench_function("read_and_parse_changed", |b| {
-        b.iter(|| {
-            let (base_snap, _) = Snapshot::build(&git.read_paths(&base, &changed).unwrap(), catalog);
-            let (head_snap, _) = Snapshot::build(&git.read_paths(&head, &changed).unwrap(), catalog);
-            (base_snap, head_snap)
-        })
+    // What a long-running reader pays instead of the three phases above
+    // when it still holds the valid base (source::read_valid_from).
+    let valid_base = read_valid(&git, &base).expect("a valid base");
+    group.bench_function("validate_head_from_valid_base", |b| {
+        b.iter(|| read_valid_from(&git, &valid_base, &head).unwrap())
     });
-    group.bench_function("read_governance_and_compile_policy", |b| {
-        b.iter(|| {
-            let (gov, _) = Snapshot::build(&git.read_roots(&base, &GOVERNANCE_ROOTS).unwrap(), catalog);
-            (gov, PolicyEngine::builtin().unwrap())
-        })
-    });
-    group.bench_function("diff_and_evaluate_policy", |b| {
+    group.bench_function("compile_policy", |b| b.iter(|| policy_engine(&pair.base).unwrap()));
+    group.bench_function("diff_effective_and_evaluate_policy", |b| {
         b.iter_batched(
             || engine.clone(),
             |mut engine| {
-                let changes = diff_snapshots(&base_snap, &head_snap, catalog);
+                let changes = diff_snapshots(&pair.base, &pair.head, catalog);
                 let author = git.log(&head, 1).unwrap().remove(0).author;
                 let ctx = PlanContext {
                     catalog,
-                    base: &base_snap,
-                    head: &head_snap,
+                    base: &pair.base,
+                    head: &pair.head,
                     author: &author,
                     fleet: None,
                     now: chrono::Utc::now(),
@@ -234,11 +249,11 @@ fn plan_phases(c: &mut Criterion) {
         )
     });
     let planned = {
-        let changes = diff_snapshots(&base_snap, &head_snap, catalog);
+        let changes = diff_snapshots(&pair.base, &pair.head, catalog);
         let ctx = PlanContext {
             catalog,
-            base: &base_snap,
-            head: &head_snap,
+            base: &pair.base,
+            head: &pair.head,
             author: "bench",
             fleet: None,
             now: chrono::Utc::now(),

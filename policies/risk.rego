@@ -9,7 +9,7 @@
 # plain builtins, renders only strings, booleans and integers into reasons,
 # never emits a set (sets are sorted into arrays first), and builds reasons in
 # a fixed order: change-level reasons, then settings in input order, then
-# targets, then blast radius.
+# targets, then effective settings, then blast radius.
 #
 # Rules, in short:
 # - Tier of a setting = its catalogue default tier, +1 when it loosens. Loosening
@@ -19,6 +19,12 @@
 #   are T3 in both directions. Cosmetic settings are T0 in every direction.
 # - A setting missing from the catalogue is T3 and not rollback-effective: we
 #   know nothing about what it does (fail closed).
+# - What devices get counts like what the change says: an effective setting
+#   of a target group that the change loosens (another baseline now wins the
+#   key for them, or the one that did no longer applies, or the key falls
+#   into a conflict) is judged as a loosening of that setting, with a reason
+#   that names both baselines. Effective tightenings add nothing beyond the
+#   change's own settings. Effective changes count for rollback_effective.
 # - Target changes are at least a tier-1 change, +1 because both directions
 #   weaken someone: removed groups lose this baseline's controls; added groups
 #   get every setting of the baseline, which may override (by priority) a
@@ -72,6 +78,11 @@ exception := e if {
 	e := object.get(change, "exception", {})
 	is_object(e)
 } else := {}
+
+effective := e if {
+	e := object.get(change, "effective", [])
+	is_array(e)
+} else := []
 
 blast := b if {
 	b := object.get(change, "blast_radius", {})
@@ -178,19 +189,22 @@ capped(raw) := " (capped at 3)" if {
 	raw > 3
 } else := ""
 
-setting_contribution(key, what, cat, bump) := {"tier": 3, "reason": r} if {
+setting_contribution(key, what, cat, bump) := contribution(sprintf("%s %s", [key, what]), cat, bump)
+
+# The tier of one setting's change, described by `subject`.
+contribution(subject, cat, bump) := {"tier": 3, "reason": r} if {
 	not is_object(cat)
-	r := sprintf("%s %s: not in the catalogue, T3 (fail closed)", [key, what])
+	r := sprintf("%s: not in the catalogue, T3 (fail closed)", [subject])
 } else := {"tier": 3, "reason": r} if {
 	cause := critical_cause(cat)
-	r := sprintf("%s %s: %s", [key, what, cause])
+	r := sprintf("%s: %s", [subject, cause])
 } else := {"tier": 0, "reason": r} if {
 	cat.category == "cosmetic"
-	r := sprintf("%s %s: cosmetic, T0", [key, what])
+	r := sprintf("%s: cosmetic, T0", [subject])
 } else := {"tier": min([3, raw]), "reason": r} if {
 	d := catalogue_tier(cat)
 	raw := d + bump.n
-	r := sprintf("%s %s: default tier %v%s%s", [key, what, d, bump.text, capped(raw)])
+	r := sprintf("%s: default tier %v%s%s", [subject, d, bump.text, capped(raw)])
 }
 
 setting_contributions := [c |
@@ -215,6 +229,13 @@ rollback_effective := false if {
 	not cat.rollback_effective == true
 }
 
+rollback_effective := false if {
+	some e in effective
+	is_object(e)
+	cat := object.get(e, "catalog", null)
+	not cat.rollback_effective == true
+}
+
 # ---------------------------------------------------------------------------
 # Targets.
 
@@ -235,6 +256,53 @@ removed_contribution := [{"tier": 2, "reason": r}] if {
 } else := []
 
 target_contributions := array.concat(added_contribution, removed_contribution)
+
+# ---------------------------------------------------------------------------
+# Effective settings: what devices of a target group get, before and after.
+
+# Tightening and neutral effective changes add no contribution of their own;
+# any other direction is a loosening, or unknown (fail closed).
+effective_bump(dir) := {"n": 1, "text": ", +1 for an effective loosening"} if {
+	dir == "loosen"
+} else := {"n": 1, "text": ", +1 for an unknown effective direction (fail closed)"}
+
+text_or(v, fallback) := v if {
+	is_string(v)
+} else := fallback
+
+effective_was(e) := sprintf("%s from %s", [render(object.get(e, "old", null)), x]) if {
+	x := object.get(e, "overridden", null)
+	is_string(x)
+} else := "conflicting values" if {
+	object.get(e, "conflict_before", false) == true
+} else := "nothing"
+
+effective_what(e, who, key) := sprintf("%s now get conflicting values of %s at equal priority instead of %s", [who, key, effective_was(e)]) if {
+	object.get(e, "conflict_after", false) == true
+} else := sprintf("%s now get %s %s from %s, overriding %s", [who, key, render(object.get(e, "new", null)), b, effective_was(e)]) if {
+	b := object.get(e, "baseline", null)
+	is_string(b)
+	object.get(e, "overridden_applies", false) == true
+} else := sprintf("%s now get %s %s from %s instead of %s", [who, key, render(object.get(e, "new", null)), b, effective_was(e)]) if {
+	b := object.get(e, "baseline", null)
+	is_string(b)
+} else := sprintf("%s no longer get %s from any baseline (was %s)", [who, key, effective_was(e)])
+
+effective_contributions := [c |
+	some e in effective
+	is_object(e)
+	dir := object.get(e, "direction", "unknown")
+	not dir in {"tighten", "neutral"}
+	who := sprintf(
+		"%s devices in group %s",
+		[text_or(object.get(e, "platform", null), "(any platform)"), text_or(object.get(e, "group", null), "(unnamed group)")],
+	)
+	c := contribution(
+		effective_what(e, who, text_or(object.get(e, "key", null), "(unnamed setting)")),
+		object.get(e, "catalog", null),
+		effective_bump(dir),
+	)
+]
 
 # ---------------------------------------------------------------------------
 # Baseline fields outside spec.settings.
@@ -375,7 +443,10 @@ kind_contributions := [{"tier": 3, "reason": r}] if {
 
 contributions := array.concat(
 	kind_contributions,
-	array.concat(setting_contributions, array.concat(field_contributions, target_contributions)),
+	array.concat(
+		setting_contributions,
+		array.concat(field_contributions, array.concat(target_contributions, effective_contributions)),
+	),
 )
 
 base_tier := max(array.concat([0], [c.tier | some c in contributions]))

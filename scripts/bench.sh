@@ -114,6 +114,7 @@ for n in 500 5000; do
     row "plan, 1 file, $n baselines vs git diff --name-status" \
         "$(est "plan_one_file/tollgate_process/$n")" "$git_1" "<= 3x"
     row "  same, tollgate in-process" "$(est "plan_one_file/tollgate_in_process/$n")" "$git_1"
+    row "  tollgate validate --rev HEAD vs the same" "$(est "plan_one_file/tollgate_validate_process/$n")" "$git_1"
 done
 for n in 500 5000; do
     row "plan, 50 files, $n baselines vs git diff --name-status" \
@@ -147,7 +148,8 @@ if [[ -f benches/opa/inputs.json ]]; then
 fi
 echo
 echo "Plan phases, in-process, 1-file change of the 5000-baseline repo:"
-for phase in startup_tollgate_version startup_git_version catalog_parse open_repo resolve_and_changed_paths \
-    read_and_parse_changed read_governance_and_compile_policy diff_and_evaluate_policy render_json; do
+for phase in startup_tollgate_version startup_git_version catalog_parse open_repo read_head_whole \
+    read_and_validate_head parse_head_whole validate_head derive_base_from_head validate_head_from_valid_base \
+    compile_policy diff_effective_and_evaluate_policy render_json; do
     row "  $phase" "$(est "plan_phases/$phase")" ""
 done

@@ -119,12 +119,28 @@ pub fn diff_snapshots(base: &Snapshot, head: &Snapshot, catalog: &Catalog) -> Ve
     let mut out = Vec::new();
     let names: BTreeSet<&String> = base.baselines.keys().chain(head.baselines.keys()).collect();
     for name in names {
-        let c = diff_baseline(name, base.baselines.get(name), head.baselines.get(name), catalog);
+        let (b, h) = (
+            base.baselines.get(name).map(|b| &**b),
+            head.baselines.get(name).map(|h| &**h),
+        );
+        // Whole revisions share most documents: skip the unchanged ones
+        // before diffing them (what `is_noop` would drop anyway).
+        if unchanged(b, h) {
+            continue;
+        }
+        let c = diff_baseline(name, b, h, catalog);
         out.extend(c.filter(|c| !c.is_noop()));
     }
     let names: BTreeSet<&String> = base.exceptions.keys().chain(head.exceptions.keys()).collect();
     for name in names {
-        let c = diff_exception(name, base.exceptions.get(name), head.exceptions.get(name));
+        let (b, h) = (
+            base.exceptions.get(name).map(|b| &**b),
+            head.exceptions.get(name).map(|h| &**h),
+        );
+        if unchanged(b, h) {
+            continue;
+        }
+        let c = diff_exception(name, b, h);
         out.extend(c.filter(|c| !c.is_noop()));
     }
     let gov = governance_change("config", gov_side(base.config.as_ref()), gov_side(head.config.as_ref()));
@@ -133,12 +149,17 @@ pub fn diff_snapshots(base: &Snapshot, head: &Snapshot, catalog: &Catalog) -> Ve
     for path in paths {
         let c = governance_change(
             path.as_str(),
-            gov_side(base.policies.get(path)),
-            gov_side(head.policies.get(path)),
+            gov_side(base.policies.get(path).map(|p| &**p)),
+            gov_side(head.policies.get(path).map(|p| &**p)),
         );
         out.extend(c.filter(|c| !c.is_noop()));
     }
     out
+}
+
+/// The same document, same digest, same path: no change at all.
+fn unchanged<T>(base: Option<&Located<T>>, head: Option<&Located<T>>) -> bool {
+    matches!((base, head), (Some(b), Some(h)) if b.digest == h.digest && b.path == h.path)
 }
 
 fn gov_side<T>(l: Option<&Located<T>>) -> Option<(&str, &Value, &Digest)> {

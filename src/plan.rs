@@ -9,11 +9,12 @@ use serde_json::Value;
 
 use crate::catalog::Catalog;
 use crate::diff::{ChangeOp, DocChange, DocKind, FieldChange, SettingChange};
+use crate::explain::{conflicts, effective_changes, Conflict, EffectiveChange};
 use crate::format::Scope;
 use crate::ids::{CommitSha, Digest, Platform};
 use crate::risk::{
-    BlastRadius, CatalogInput, ChangeInput, ExceptionInput, ExemptedSettingInput, FleetInput, PolicyEngine,
-    PolicyInput, Requirements, RiskDecision, SettingInput, TargetsInput,
+    BlastRadius, CatalogInput, ChangeInput, EffectiveInput, ExceptionInput, ExemptedSettingInput, FleetInput,
+    PolicyEngine, PolicyInput, Requirements, RiskDecision, RiskError, SettingInput, TargetsInput,
 };
 use crate::snapshot::Snapshot;
 
@@ -45,6 +46,10 @@ pub struct Plan {
     /// Highest tier of any change; 0 when nothing governed changed.
     pub tier: u8,
     pub changes: Vec<PlannedChange>,
+    /// Conflicts at the head (as `validate` reports them): baselines of one
+    /// platform that set one key differently at equal priority for a group.
+    /// Shown, not refused; a change that causes one is judged by its effect.
+    pub conflicts: Vec<Conflict>,
 }
 
 impl Plan {
@@ -76,13 +81,18 @@ pub struct PlannedChange {
     pub groups_added: Vec<String>,
     pub groups_removed: Vec<String>,
     pub violations: Vec<String>,
+    /// What devices get that this change alters through other baselines
+    /// (baselines only): a new winner, a fallback, a conflict.
+    pub effective: Vec<EffectiveChange>,
 }
 
 /// Everything the policy needs besides the changes themselves.
 pub struct PlanContext<'a> {
     pub catalog: &'a Catalog,
-    /// The base revision: its config and policy judge the change.
+    /// The base revision, whole: its config and policy judge the change, and
+    /// its effective settings are what the change is measured against.
     pub base: &'a Snapshot,
+    /// The head revision, whole and valid (`source::read_revision`).
     pub head: &'a Snapshot,
     pub author: &'a str,
     pub fleet: Option<&'a Fleet>,
@@ -90,8 +100,8 @@ pub struct PlanContext<'a> {
 }
 
 /// Builds the policy input of one change (DESIGN 3; extra fields are added,
-/// none renamed).
-pub fn policy_input(change: &DocChange, ctx: &PlanContext) -> PolicyInput {
+/// none renamed). `effective` are the effective changes it causes.
+pub fn policy_input(change: &DocChange, effective: &[EffectiveChange], ctx: &PlanContext) -> PolicyInput {
     let settings = change
         .settings
         .iter()
@@ -179,6 +189,23 @@ pub fn policy_input(change: &DocChange, ctx: &PlanContext) -> PolicyInput {
             exception,
             governance_file: (change.kind == DocKind::Governance).then(|| change.path.clone()),
             fields: change.fields.clone(),
+            effective: effective
+                .iter()
+                .map(|e| EffectiveInput {
+                    platform: e.platform,
+                    group: e.group.clone(),
+                    key: e.key.clone(),
+                    old: e.old.clone(),
+                    new: e.new.clone(),
+                    direction: e.direction,
+                    baseline: e.baseline.clone(),
+                    overridden: e.overridden.clone(),
+                    overridden_applies: e.overridden_applies,
+                    conflict_before: e.conflict_before,
+                    conflict_after: e.conflict_after,
+                    catalog: ctx.catalog.get(&e.key).map(catalog_input),
+                })
+                .collect(),
         },
         author: ctx.author.to_string(),
         fleet: ctx.fleet.map(|f| FleetInput { devices: f.devices }),
@@ -195,9 +222,26 @@ fn catalog_input(e: &crate::catalog::Entry) -> CatalogInput {
     }
 }
 
-/// Judges every change with `engine` (built from the base revision's policy).
-/// A policy that fails or answers malformed output makes the change T3 with a
-/// violation: never promote on missing facts.
+/// The policy that judges changes from `governing` (the base revision): its
+/// own `policy/*.rego` when it has any, else the builtin one.
+pub fn policy_engine(governing: &Snapshot) -> Result<PolicyEngine, RiskError> {
+    if governing.policies.is_empty() {
+        return PolicyEngine::builtin();
+    }
+    let sources: Vec<(String, String)> = governing
+        .policies
+        .values()
+        .map(|p| (p.path.to_string(), p.doc.clone()))
+        .collect();
+    PolicyEngine::from_sources(&sources)
+}
+
+/// Judges every change with `engine` (built from the base revision's policy,
+/// [`policy_engine`]). `changes` are `diff_snapshots(ctx.base, ctx.head)`;
+/// both snapshots must be whole revisions, since what devices get is judged
+/// too: every effective change ([`effective_changes`]) counts for each change
+/// that causes it. A policy that fails or answers malformed output makes the
+/// change T3 with a violation: never promote on missing facts.
 pub fn plan(
     base: CommitSha,
     head: CommitSha,
@@ -205,9 +249,15 @@ pub fn plan(
     engine: &mut PolicyEngine,
     ctx: &PlanContext,
 ) -> Plan {
+    let effective = effective_changes(ctx.base, ctx.head, ctx.catalog);
     let mut planned = Vec::with_capacity(changes.len());
     for change in changes {
-        let input = policy_input(&change, ctx);
+        let caused: Vec<EffectiveChange> = effective
+            .iter()
+            .filter(|e| change.kind == DocKind::Baseline && e.causes.contains(&change.name))
+            .cloned()
+            .collect();
+        let input = policy_input(&change, &caused, ctx);
         let decision = engine.evaluate(&input).unwrap_or_else(|e| RiskDecision::refused(&e));
         planned.push(PlannedChange {
             kind: change.kind,
@@ -227,6 +277,7 @@ pub fn plan(
             groups_added: change.groups_added,
             groups_removed: change.groups_removed,
             violations: decision.violations,
+            effective: caused,
         });
     }
     let tier = planned.iter().map(|c| c.tier).max().unwrap_or(0);
@@ -235,6 +286,7 @@ pub fn plan(
         head,
         tier,
         changes: planned,
+        conflicts: conflicts(ctx.head),
     }
 }
 
@@ -273,7 +325,7 @@ mod tests {
             fleet: Some(&fleet),
             now: Utc::now(),
         };
-        let input = serde_json::to_value(policy_input(&changes[0], &ctx)).unwrap();
+        let input = serde_json::to_value(policy_input(&changes[0], &[], &ctx)).unwrap();
         assert_eq!(input["author"], "alice");
         assert_eq!(input["fleet"], json!({"devices": 35_000}));
         let c = &input["change"];

@@ -17,10 +17,11 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tollgate::ids::Platform;
 use tollgate::risk::{
-    BlastRadius, CatalogInput, ChangeInput, ChangeKind, ChangeOp, ExceptionInput, ExemptedSettingInput, FleetInput,
-    PolicyEngine, PolicyInput, RiskDecision, RiskError, SettingDirection, SettingInput, SettingOp, TargetsInput,
-    BUILTIN_POLICY_PATH, DECISION_RULE,
+    BlastRadius, CatalogInput, ChangeInput, ChangeKind, ChangeOp, EffectiveInput, ExceptionInput, ExemptedSettingInput,
+    FleetInput, PolicyEngine, PolicyInput, RiskDecision, RiskError, SettingDirection, SettingInput, SettingOp,
+    TargetsInput, BUILTIN_POLICY_PATH, DECISION_RULE,
 };
 
 // ---------------------------------------------------------------------------
@@ -315,6 +316,49 @@ fn setting() -> impl Strategy<Value = SettingInput> {
     )
 }
 
+fn direction() -> impl Strategy<Value = SettingDirection> {
+    prop_oneof![
+        Just(SettingDirection::Tighten),
+        Just(SettingDirection::Loosen),
+        Just(SettingDirection::Neutral),
+        Just(SettingDirection::Unknown),
+    ]
+}
+
+const BASELINES: &[&str] = &["corp-ios", "corp-ios-vip", "corp-ios-floor"];
+
+fn effective() -> impl Strategy<Value = EffectiveInput> {
+    (
+        (pick(GROUPS), pick(KEYS), json_value(), json_value(), direction()),
+        (
+            proptest::option::of(pick(BASELINES)),
+            proptest::option::of(pick(BASELINES)),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            catalog(),
+        ),
+    )
+        .prop_map(
+            |((group, key, old, new, direction), (baseline, overridden, applies, before, after, catalog))| {
+                EffectiveInput {
+                    platform: Platform::Ios,
+                    group,
+                    key,
+                    old,
+                    new,
+                    direction,
+                    baseline,
+                    overridden,
+                    overridden_applies: applies,
+                    conflict_before: before,
+                    conflict_after: after,
+                    catalog,
+                }
+            },
+        )
+}
+
 fn groups() -> impl Strategy<Value = Vec<String>> {
     proptest::collection::vec(pick(GROUPS), 0..3)
 }
@@ -364,9 +408,10 @@ fn policy_input() -> impl Strategy<Value = PolicyInput> {
         groups(),
         exception,
         proptest::option::of((0u64..50_000).prop_map(|devices| FleetInput { devices })),
+        proptest::collection::vec(effective(), 0..3),
     )
         .prop_map(
-            |(kind, op, settings, added, removed, blast_radius, owners, exception, fleet)| PolicyInput {
+            |(kind, op, settings, added, removed, blast_radius, owners, exception, fleet, effective)| PolicyInput {
                 change: ChangeInput {
                     kind,
                     op,
@@ -383,6 +428,11 @@ fn policy_input() -> impl Strategy<Value = PolicyInput> {
                     exception: (kind == ChangeKind::Exception).then_some(exception),
                     governance_file: (kind == ChangeKind::Governance).then(|| "tollgate.yaml".into()),
                     fields: Vec::new(),
+                    effective: if kind == ChangeKind::Baseline {
+                        effective
+                    } else {
+                        Vec::new()
+                    },
                 },
                 author: "alice".into(),
                 fleet,
@@ -390,7 +440,20 @@ fn policy_input() -> impl Strategy<Value = PolicyInput> {
         )
 }
 
-/// Lower bound on the tier from the settings alone (DESIGN 3 rules).
+/// Tier of loosening a setting with catalogue entry `c` (DESIGN 3 rules):
+/// its default tier +1, T3 for critical ones, T0 for cosmetic ones.
+fn loosening_tier(c: Option<&CatalogInput>) -> u8 {
+    match c {
+        None => 3,
+        Some(c) if c.side_effects.iter().any(|e| e == "wipe" || e == "retire") => 3,
+        Some(c) if ["certs", "container", "enforcement"].contains(&c.category.as_str()) => 3,
+        Some(c) if c.category == "cosmetic" => 0,
+        Some(c) => (c.default_tier + 1).min(3),
+    }
+}
+
+/// Lower bound on the tier from the settings alone (DESIGN 3 rules), and
+/// from the effective settings the change loosens (as loosening them directly).
 fn tier_floor(input: &PolicyInput) -> u8 {
     if input.change.kind == ChangeKind::Governance {
         return 3;
@@ -405,7 +468,13 @@ fn tier_floor(input: &PolicyInput) -> u8 {
         Some(c) if c.category == "cosmetic" => 0,
         Some(c) => c.default_tier,
     });
-    settings.max().unwrap_or(0)
+    let effective = input
+        .change
+        .effective
+        .iter()
+        .filter(|e| !matches!(e.direction, SettingDirection::Tighten | SettingDirection::Neutral))
+        .map(|e| loosening_tier(e.catalog.as_ref()));
+    settings.chain(effective).max().unwrap_or(0)
 }
 
 #[test]
@@ -446,7 +515,9 @@ fn invariants_hold_for_generated_inputs() {
                 .change
                 .settings
                 .iter()
-                .all(|s| s.catalog.as_ref().is_some_and(|c| c.rollback_effective));
+                .map(|s| &s.catalog)
+                .chain(input.change.effective.iter().map(|e| &e.catalog))
+                .all(|c| c.as_ref().is_some_and(|c| c.rollback_effective));
             prop_assert_eq!(d.rollback_effective, rollback);
             if input.change.kind != ChangeKind::Exception || input.change.op == ChangeOp::Removed {
                 prop_assert!(d.violations.is_empty());

@@ -8,7 +8,7 @@ use super::{write_json, Exit, Format};
 use crate::catalog::Catalog;
 use crate::ids::Platform;
 use crate::snapshot::Snapshot;
-use crate::source::{git::GitRepo, worktree::read_worktree};
+use crate::source::{git::GitRepo, read_revision, worktree::read_worktree, RevisionError};
 
 pub fn explain_cmd(
     repo: &Path,
@@ -21,24 +21,42 @@ pub fn explain_cmd(
     let Some(platform) = Platform::parse(platform) else {
         anyhow::bail!("unknown platform {platform:?}; expected one of ios, ipados, macos, android, windows");
     };
-    let files = match rev {
+    // The validation every command shares: an invalid revision is
+    // explained by no one, since which of two documents would win is a guess.
+    let validated = match rev {
         Some(rev) => {
             let git = GitRepo::open(repo)?;
             let sha = git.resolve(rev)?;
-            git.read_governed(&sha)?
+            match read_revision(&git, &sha) {
+                Ok(snap) => Ok(snap),
+                Err(RevisionError::Invalid { errors, .. }) => Err(errors),
+                Err(RevisionError::Read(e)) => return Err(e.into()),
+            }
         }
-        None => read_worktree(repo)?,
+        None => Snapshot::validated(&read_worktree(repo)?, Catalog::builtin()),
     };
-    let (snap, errors) = Snapshot::build(&files, Catalog::builtin());
+    let snap = match validated {
+        Ok(snap) => snap,
+        Err(errors) => {
+            match format {
+                Format::Json => write_json(out, &serde_json::json!({"explanation": null, "errors": errors}))?,
+                Format::Text | Format::Markdown => {
+                    let mut s = format!("Cannot explain: {} error(s)\n", errors.len());
+                    for e in &errors {
+                        let _ = writeln!(s, "{e}");
+                    }
+                    out.write_all(s.as_bytes())?;
+                }
+            }
+            return Ok(Exit::Failed);
+        }
+    };
     let ex = crate::explain::explain(&snap, platform, group, chrono::Utc::now());
     let conflicted = ex.settings.iter().any(|s| s.baseline.is_none());
     match format {
-        Format::Json => write_json(out, &serde_json::json!({"explanation": ex, "errors": errors}))?,
+        Format::Json => write_json(out, &serde_json::json!({"explanation": ex, "errors": []}))?,
         Format::Text | Format::Markdown => {
             let mut s = String::new();
-            for e in &errors {
-                let _ = writeln!(s, "{e}: error (document ignored)");
-            }
             if ex.baselines.is_empty() {
                 let _ = writeln!(s, "No {platform} baseline targets group {group}.");
             } else {
@@ -63,9 +81,5 @@ pub fn explain_cmd(
             out.write_all(s.as_bytes())?;
         }
     }
-    Ok(if errors.is_empty() && !conflicted {
-        Exit::Ok
-    } else {
-        Exit::Failed
-    })
+    Ok(if !conflicted { Exit::Ok } else { Exit::Failed })
 }

@@ -1,9 +1,12 @@
-//! `tollgate plan`: the fast path reads only what the change touched.
+//! `tollgate plan`: a change judged by what it is and by what it does.
 //!
-//! git's tree diff names the changed paths (identical subtrees are skipped),
-//! then only those files are parsed at both revisions, plus the base
-//! revision's config and policy, which judge the change. The cost follows
-//! the size of the change, not of the repo.
+//! Both revisions are read whole, the head through the one validation path
+//! every command shares (`source::read_revision`): an invalid head has no
+//! plan, only `validate --rev`'s errors. The base is read from the head plus
+//! the files git's tree diff says changed, so unchanged files are read and
+//! parsed once. Whole revisions are needed because a change is also judged
+//! by its effect on what devices get, which depends on every other baseline
+//! that targets the same groups.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,12 +20,11 @@ use crate::catalog::Catalog;
 use crate::diff::diff_snapshots;
 use crate::format::FormatError;
 use crate::ids::CommitSha;
-use crate::plan::{plan, Fleet, Plan, PlanContext};
+use crate::plan::{plan, policy_engine, Fleet, Plan, PlanContext};
 use crate::render::{plan_markdown, plan_text, Style};
-use crate::risk::PolicyEngine;
 use crate::snapshot::Snapshot;
 use crate::source::git::GitRepo;
-use crate::tree::RepoPath;
+use crate::source::{read_pair, read_revision, RevisionError};
 
 pub struct PlanArgs {
     pub repo: PathBuf,
@@ -43,6 +45,10 @@ pub enum PlanOutcome {
         head: CommitSha,
         valid: bool,
         errors: Vec<FormatError>,
+        /// The revision the errors are in: the head, or the base when its
+        /// config or policy is broken.
+        #[serde(skip)]
+        invalid_at: CommitSha,
     },
 }
 
@@ -61,47 +67,46 @@ pub fn compute_plan(git: &GitRepo, args: &PlanArgs) -> anyhow::Result<PlanOutcom
     let catalog = Catalog::builtin();
     let fleet = args.fleet.as_deref().map(load_fleet).transpose()?;
     let head = git.resolve(&args.head)?;
-    let Some(base_rev) = &args.base else {
-        return plan_first_revision(git, head, fleet.as_ref(), args.now);
+    let empty = Snapshot::default();
+    let (base, pair) = match &args.base {
+        Some(rev) => {
+            let base = git.resolve(rev)?;
+            match read_pair(git, &base, &head) {
+                Ok(pair) => (base, Some(pair)),
+                Err(e) => return invalid(base, head, e),
+            }
+        }
+        // The first revision of a repo has no base: every document is added
+        // and judged by the builtin policy, governed like any other change.
+        None => (CommitSha::new(EMPTY_REVISION), None),
     };
-    let base = git.resolve(base_rev)?;
-    let changed: Vec<RepoPath> = git.changed_paths(&base, &head)?.into_iter().map(|c| c.path).collect();
-
-    let (base_changed, _) = Snapshot::build(&git.read_paths(&base, &changed)?, catalog);
-    let (head_snap, head_errors) = Snapshot::build(&git.read_paths(&head, &changed)?, catalog);
-    if !head_errors.is_empty() {
-        return Ok(PlanOutcome::Invalid {
-            base,
-            head,
-            valid: false,
-            errors: head_errors,
-        });
-    }
-
-    // The base revision's governance judges the change, never the head's.
-    let gov_files = git.read_roots(&base, &["tollgate.yaml", "tollgate.yml", "policy"])?;
-    let (gov, gov_errors) = Snapshot::build(&gov_files, catalog);
-    let mut engine = if gov.policies.is_empty() {
-        PolicyEngine::builtin()?
-    } else {
-        let sources: Vec<(String, String)> = gov
-            .policies
-            .values()
-            .map(|p| (p.path.to_string(), p.doc.clone()))
-            .collect();
-        PolicyEngine::from_sources(&sources).context("compiling the base revision's policy/")?
+    let (base_snap, head_snap) = match pair {
+        Some(pair) => {
+            // The base revision's governance judges the change, never the
+            // head's; a broken one cannot be trusted to judge anything.
+            let broken: Vec<FormatError> = pair
+                .base_errors
+                .into_iter()
+                .filter(|e| is_governance_path(&e.path))
+                .collect();
+            if !broken.is_empty() {
+                return Ok(PlanOutcome::Invalid {
+                    invalid_at: base.clone(),
+                    base,
+                    head,
+                    valid: false,
+                    errors: broken,
+                });
+            }
+            (pair.base, pair.head)
+        }
+        None => match read_revision(git, &head) {
+            Ok(snap) => (empty, snap),
+            Err(e) => return invalid(base, head, e),
+        },
     };
-    if !gov_errors.is_empty() {
-        // A broken base config cannot be trusted to judge anything.
-        return Ok(PlanOutcome::Invalid {
-            base,
-            head,
-            valid: false,
-            errors: gov_errors,
-        });
-    }
-
-    let changes = diff_snapshots(&base_changed, &head_snap, catalog);
+    let mut engine = policy_engine(&base_snap).context("compiling the base revision's policy/")?;
+    let changes = diff_snapshots(&base_snap, &head_snap, catalog);
     let author = git
         .log(&head, 1)?
         .into_iter()
@@ -110,7 +115,7 @@ pub fn compute_plan(git: &GitRepo, args: &PlanArgs) -> anyhow::Result<PlanOutcom
         .unwrap_or_default();
     let ctx = PlanContext {
         catalog,
-        base: &base_changed,
+        base: &base_snap,
         head: &head_snap,
         author: &author,
         fleet: fleet.as_ref(),
@@ -119,48 +124,23 @@ pub fn compute_plan(git: &GitRepo, args: &PlanArgs) -> anyhow::Result<PlanOutcom
     Ok(PlanOutcome::Plan(plan(base, head, changes, &mut engine, &ctx)))
 }
 
-/// The first revision of a repo has no base: every document is added and
-/// judged by the builtin policy. It is governed like any other change.
-fn plan_first_revision(
-    git: &GitRepo,
-    head: CommitSha,
-    fleet: Option<&Fleet>,
-    now: DateTime<Utc>,
-) -> anyhow::Result<PlanOutcome> {
-    let catalog = Catalog::builtin();
-    let (head_snap, errors) = Snapshot::build(&git.read_governed(&head)?, catalog);
-    let base = CommitSha::new(EMPTY_REVISION);
-    if !errors.is_empty() {
-        return Ok(PlanOutcome::Invalid {
+/// An invalid head is no plan, with every error `validate --rev` gives.
+fn invalid(base: CommitSha, head: CommitSha, e: RevisionError) -> anyhow::Result<PlanOutcome> {
+    match e {
+        RevisionError::Invalid { errors, revision } => Ok(PlanOutcome::Invalid {
             base,
             head,
             valid: false,
             errors,
-        });
+            invalid_at: revision,
+        }),
+        RevisionError::Read(e) => Err(e.into()),
     }
-    let empty = Snapshot::default();
-    let changes = diff_snapshots(&empty, &head_snap, catalog);
-    let author = git
-        .log(&head, 1)?
-        .into_iter()
-        .next()
-        .map(|c| c.author)
-        .unwrap_or_default();
-    let ctx = PlanContext {
-        catalog,
-        base: &empty,
-        head: &head_snap,
-        author: &author,
-        fleet,
-        now,
-    };
-    Ok(PlanOutcome::Plan(plan(
-        base,
-        head,
-        changes,
-        &mut PolicyEngine::builtin()?,
-        &ctx,
-    )))
+}
+
+/// Files that decide how changes are judged: the repo config and policy.
+fn is_governance_path(path: &str) -> bool {
+    path == "tollgate.yaml" || path == "tollgate.yml" || path.starts_with("policy/")
 }
 
 /// What `base` reads as when there is no base revision.
@@ -173,13 +153,8 @@ pub fn plan_cmd(args: &PlanArgs, out: &mut dyn Write, format: Format, style: Sty
         (_, Format::Json) => write_json(out, &outcome)?,
         (PlanOutcome::Plan(p), Format::Text) => out.write_all(plan_text(p, style).as_bytes())?,
         (PlanOutcome::Plan(p), Format::Markdown) => out.write_all(plan_markdown(p).as_bytes())?,
-        (PlanOutcome::Invalid { head, errors, .. }, _) => {
-            writeln!(
-                out,
-                "Cannot plan: {} invalid document(s) at {}",
-                errors.len(),
-                head.short()
-            )?;
+        (PlanOutcome::Invalid { errors, invalid_at, .. }, _) => {
+            writeln!(out, "Cannot plan: {} error(s) at {}", errors.len(), invalid_at.short())?;
             for e in errors {
                 writeln!(out, "{e}")?;
             }

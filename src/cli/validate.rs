@@ -13,7 +13,7 @@ use crate::explain::{conflicts, Conflict};
 use crate::format::FormatError;
 use crate::render::Style;
 use crate::snapshot::Snapshot;
-use crate::source::{git::GitRepo, worktree::read_worktree};
+use crate::source::{git::GitRepo, read_checked, worktree::read_worktree};
 
 #[derive(Debug, Serialize)]
 pub struct ValidateReport {
@@ -32,19 +32,21 @@ pub struct Counts {
     pub policies: usize,
 }
 
-/// Validates a working tree (`rev` None) or a git revision.
+/// Validates a working tree (`rev` None) or a git revision, through the
+/// validation every command shares (`source::read_checked`, which
+/// `source::read_revision` runs for `plan`, `explain` and the controller).
 pub fn validate_repo(repo: &Path, rev: Option<&str>) -> anyhow::Result<ValidateReport> {
-    let files = match rev {
+    let (snap, errors) = match rev {
         Some(rev) => {
             let git = GitRepo::open(repo)?;
             let sha = git.resolve(rev)?;
-            git.read_governed(&sha)?
+            read_checked(&git, &sha)?
         }
-        None => read_worktree(repo).with_context(|| format!("reading {}", repo.display()))?,
+        None => {
+            let files = read_worktree(repo).with_context(|| format!("reading {}", repo.display()))?;
+            Snapshot::checked(&files, Catalog::builtin())
+        }
     };
-    let (snap, mut errors) = Snapshot::build(&files, Catalog::builtin());
-    errors.extend(snap.cross_check());
-    errors.sort();
     let conflicts = conflicts(&snap);
     Ok(ValidateReport {
         valid: errors.is_empty() && conflicts.is_empty(),
@@ -85,20 +87,7 @@ fn render(r: &ValidateReport, style: Style) -> String {
         );
     }
     for c in &r.conflicts {
-        let who: Vec<String> = c
-            .baselines
-            .iter()
-            .map(|b| format!("{} ({}) = {}", b.baseline, b.path, b.value))
-            .collect();
-        let _ = writeln!(
-            s,
-            "conflict: {} on {} for groups {} at priority {}: {}",
-            c.key,
-            c.platform,
-            c.groups.join(", "),
-            c.priority,
-            who.join(" vs ")
-        );
+        let _ = writeln!(s, "{}", crate::render::conflict_line(c));
     }
     let d = &r.documents;
     let _ = writeln!(

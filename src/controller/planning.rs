@@ -43,23 +43,14 @@ pub struct Planned {
     pub plan: Value,
 }
 
-/// Reads `rev` the way `tollgate validate --rev` does: every document, then
-/// the checks that need the whole revision. Any error means the revision is
-/// not promoted.
+/// Reads `rev` through the one validation path every command uses
+/// ([`crate::source::read_revision`], what `tollgate validate --rev` checks):
+/// any error means the revision is not promoted.
 pub fn read_valid(git: &GitRepo, rev: &CommitSha) -> Result<Snapshot, ControllerError> {
-    let files = git.read_governed(rev)?;
-    let (snap, mut errors) = Snapshot::build(&files, Catalog::builtin());
-    errors.extend(snap.cross_check());
-    errors.sort();
-    errors.dedup();
-    if errors.is_empty() {
-        Ok(snap)
-    } else {
-        Err(ControllerError::Invalid {
-            revision: rev.clone(),
-            errors,
-        })
-    }
+    crate::source::read_revision(git, rev).map_err(|e| match e {
+        crate::source::RevisionError::Invalid { revision, errors } => ControllerError::Invalid { revision, errors },
+        crate::source::RevisionError::Read(e) => ControllerError::Git(e),
+    })
 }
 
 /// Plans against one head for any number of rings.
@@ -104,16 +95,7 @@ impl<'g> Planner<'g> {
                         errors,
                     });
                 }
-                let engine = if gov.policies.is_empty() {
-                    PolicyEngine::builtin().map_err(|e| plan_error(tip, e.into()))?
-                } else {
-                    let sources: Vec<(String, String)> = gov
-                        .policies
-                        .values()
-                        .map(|p| (p.path.to_string(), p.doc.clone()))
-                        .collect();
-                    PolicyEngine::from_sources(&sources).map_err(|e| plan_error(base, e.into()))?
-                };
+                let engine = crate::plan::policy_engine(&gov).map_err(|e| plan_error(base, e.into()))?;
                 (engine, gov.config.map(|c| c.doc))
             }
         };

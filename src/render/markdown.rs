@@ -2,7 +2,8 @@
 
 use std::fmt::Write as _;
 
-use super::{old_new, requirements_line, tier_name};
+use super::{conflict_line, effective_sides, old_new, requirements_line, tier_name};
+use crate::catalog::Direction;
 use crate::plan::Plan;
 
 const VALUE_WIDTH: usize = 80;
@@ -35,6 +36,7 @@ pub fn plan_markdown(plan: &Plan) -> String {
     );
     if n == 0 {
         let _ = writeln!(out, "\nNo governed document changed meaning; nothing to promote.");
+        conflicts_section(&mut out, plan);
         return out;
     }
     if plan.has_violations() {
@@ -77,11 +79,7 @@ pub fn plan_markdown(plan: &Plan) -> String {
             let _ = writeln!(out, "\n| Setting | Old | New | Direction |\n|---|---|---|---|");
             for s in &c.settings {
                 let (o, nv) = old_new(s, VALUE_WIDTH);
-                let dir = serde_json::to_value(s.direction)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
-                let dir = if dir == "loosen" { "**loosen**".to_string() } else { dir };
+                let dir = direction_cell(s.direction);
                 let _ = writeln!(out, "| {} | {} | {} | {} |", code(&s.key), code(&o), code(&nv), dir);
             }
             for f in &c.fields {
@@ -99,6 +97,24 @@ pub fn plan_markdown(plan: &Plan) -> String {
                     "| targets.groups | {} | {} | |",
                     code(&removed.join(" ")),
                     code(&added.join(" "))
+                );
+            }
+        }
+        if !c.effective.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n**What devices get**, by target group\n\n| Group | Setting | Before | After | Direction |\n|---|---|---|---|---|"
+            );
+            for e in &c.effective {
+                let (o, nv) = effective_sides(e, VALUE_WIDTH);
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} |",
+                    code(&format!("{} {}", e.platform, e.group)),
+                    code(&e.key),
+                    code(&o),
+                    code(&nv),
+                    direction_cell(e.direction)
                 );
             }
         }
@@ -122,5 +138,31 @@ pub fn plan_markdown(plan: &Plan) -> String {
             let _ = writeln!(out, "\n<sub>digest {}</sub>", code(d.as_str()));
         }
     }
+    conflicts_section(&mut out, plan);
     out
+}
+
+fn direction_cell(d: Direction) -> String {
+    let dir = serde_json::to_value(d)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    if dir == "loosen" {
+        "**loosen**".to_string()
+    } else {
+        dir
+    }
+}
+
+fn conflicts_section(out: &mut String, plan: &Plan) {
+    if plan.conflicts.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n### Conflicts at head\n\nDevices cannot know which value applies; `tollgate validate` fails on these.\n"
+    );
+    for c in &plan.conflicts {
+        let _ = writeln!(out, "- {}", code(&conflict_line(c)));
+    }
 }

@@ -10,6 +10,7 @@ pub use text::{plan_text, Style};
 use serde_json::Value;
 
 use crate::diff::{SettingChange, SettingOp};
+use crate::explain::{Conflict, EffectiveChange};
 
 pub(crate) fn tier_name(tier: u8) -> &'static str {
     match tier {
@@ -97,4 +98,35 @@ pub(crate) fn requirements_line(r: &crate::risk::Requirements) -> String {
 /// A value as shown to people (uncut).
 pub fn show_public(value: &Value) -> String {
     show_value(value)
+}
+
+/// One conflict on one line, as `validate` and `plan` print it.
+pub fn conflict_line(c: &Conflict) -> String {
+    let who: Vec<String> = c
+        .baselines
+        .iter()
+        .map(|b| format!("{} ({}) = {}", b.baseline, b.path, b.value))
+        .collect();
+    format!(
+        "conflict: {} on {} for groups {} at priority {}: {}",
+        c.key,
+        c.platform,
+        c.groups.join(", "),
+        c.priority,
+        who.join(" vs ")
+    )
+}
+
+/// Before and after columns of an effective change: the value and the
+/// baseline it comes from, cut at `max` characters each.
+pub(crate) fn effective_sides(e: &EffectiveChange, max: usize) -> (String, String) {
+    let side = |conflict: bool, value: &Value, from: &Option<String>| match (conflict, from) {
+        (true, _) => "(conflict)".to_string(),
+        (false, Some(b)) => format!("{} from {b}", show(Some(value), max)),
+        (false, None) => "(unset)".to_string(),
+    };
+    (
+        side(e.conflict_before, &e.old, &e.overridden),
+        side(e.conflict_after, &e.new, &e.baseline),
+    )
 }

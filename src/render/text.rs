@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{old_new, requirements_line, tier_name};
+use super::{conflict_line, effective_sides, old_new, requirements_line, tier_name};
 use crate::catalog::Direction;
 use crate::plan::Plan;
 
@@ -57,7 +57,6 @@ pub fn plan_text(plan: &Plan, style: Style) -> String {
     );
     if n == 0 {
         let _ = writeln!(out, "No governed document changed meaning; nothing to promote.");
-        return out;
     }
     for c in &plan.changes {
         let _ = writeln!(out);
@@ -108,6 +107,31 @@ pub fn plan_text(plan: &Plan, style: Style) -> String {
             let line = format!("    {k:kw$}  {o:>ow$} -> {nv:nw$}  {d}");
             let _ = writeln!(out, "{}", line.trim_end());
         }
+        if !c.effective.is_empty() {
+            let _ = writeln!(out, "    what devices get, by target group:");
+            let rows: Vec<(String, String, String, String, String)> = c
+                .effective
+                .iter()
+                .map(|e| {
+                    let (o, nv) = effective_sides(e, VALUE_WIDTH);
+                    (
+                        format!("{} {}", e.platform, e.group),
+                        e.key.clone(),
+                        o,
+                        nv,
+                        style.direction(e.direction),
+                    )
+                })
+                .collect();
+            let gw = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
+            let kw = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0);
+            let ow = rows.iter().map(|r| r.2.chars().count()).max().unwrap_or(0);
+            let nw = rows.iter().map(|r| r.3.chars().count()).max().unwrap_or(0);
+            for (g, k, o, nv, d) in &rows {
+                let line = format!("      {g:gw$}  {k:kw$}  {o:>ow$} -> {nv:nw$}  {d}");
+                let _ = writeln!(out, "{}", line.trim_end());
+            }
+        }
         for r in &c.reasons {
             let _ = writeln!(out, "    why: {r}");
         }
@@ -127,6 +151,16 @@ pub fn plan_text(plan: &Plan, style: Style) -> String {
         }
         if let Some(d) = &c.digest {
             let _ = writeln!(out, "    digest: {d}");
+        }
+    }
+    if !plan.conflicts.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{} at head (devices cannot know which value applies; `validate` fails on them):",
+            style.paint("1;33", "Conflicts")
+        );
+        for c in &plan.conflicts {
+            let _ = writeln!(out, "    {}", conflict_line(c));
         }
     }
     out

@@ -3,9 +3,9 @@
 //! Field names are a contract shared with every policy, the builtin one and
 //! any `policy/*.rego` a governed repo carries, so they are only ever added to,
 //! never renamed. Fields this crate added to the DESIGN shape are `owners`,
-//! `exception` and `governance_file` on the change; they are left out of the
-//! JSON when empty, so a policy written against the bare contract never sees
-//! them.
+//! `exception`, `governance_file`, `fields` and `effective` on the change;
+//! they are left out of the JSON when empty, so a policy written against the
+//! bare contract never sees them.
 
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +65,47 @@ pub struct ChangeInput {
     /// priority, platform; leaf paths of a governance file).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<FieldChange>,
+    /// What devices get that this change alters through other baselines:
+    /// per (platform, target group) and key, the effective value before and
+    /// after when the baseline it comes from changes (a new baseline
+    /// overriding an existing one by priority, a removal or narrowing that
+    /// leaves devices to a weaker one or to none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub effective: Vec<EffectiveInput>,
+}
+
+/// One effective setting of one (platform, target group) that the change
+/// alters (see `crate::explain::effective_changes`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EffectiveInput {
+    pub platform: Platform,
+    pub group: String,
+    pub key: String,
+    /// What devices got at the base; null when nothing set it or in conflict.
+    #[serde(default)]
+    pub old: serde_json::Value,
+    /// What they get at the head; null when nothing sets it or in conflict.
+    #[serde(default)]
+    pub new: serde_json::Value,
+    /// `unknown` when either side is a conflict.
+    pub direction: SettingDirection,
+    /// The baseline devices get the key from at the head.
+    #[serde(default)]
+    pub baseline: Option<String>,
+    /// The baseline they got it from at the base.
+    #[serde(default)]
+    pub overridden: Option<String>,
+    /// `overridden` still sets the key for the group and `baseline` beats it.
+    #[serde(default)]
+    pub overridden_applies: bool,
+    #[serde(default)]
+    pub conflict_before: bool,
+    #[serde(default)]
+    pub conflict_after: bool,
+    /// The catalogue entry of `key`.
+    #[serde(default)]
+    pub catalog: Option<CatalogInput>,
 }
 
 /// One changed setting.
@@ -208,6 +249,7 @@ mod tests {
                 exception: None,
                 governance_file: Some("tollgate.yaml".into()),
                 fields: Vec::new(),
+                effective: Vec::new(),
             },
             author: "bob".into(),
             fleet: None,

@@ -28,6 +28,6 @@ pub use engine::{
     BUILTIN_POLICY_PATH, DECISION_PACKAGE, DECISION_RULE, MAX_TIER,
 };
 pub use input::{
-    BlastRadius, CatalogInput, ChangeInput, ChangeKind, ChangeOp, ExceptionInput, ExemptedSettingInput, FleetInput,
-    PolicyInput, SettingDirection, SettingInput, SettingOp, TargetsInput,
+    BlastRadius, CatalogInput, ChangeInput, ChangeKind, ChangeOp, EffectiveInput, ExceptionInput, ExemptedSettingInput,
+    FleetInput, PolicyInput, SettingDirection, SettingInput, SettingOp, TargetsInput,
 };

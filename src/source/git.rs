@@ -249,6 +249,27 @@ impl GitRepo {
         self.read_roots(rev, GOVERNED_ROOTS)
     }
 
+    /// The paths [`GitRepo::read_governed`] would read at `rev`, sorted,
+    /// without reading any file: for callers that read them in parts
+    /// ([`GitRepo::read_paths`]), e.g. on several threads.
+    pub fn governed_paths(&self, rev: &CommitSha) -> Result<Vec<RepoPath>, GitError> {
+        let root = self.root_tree(rev)?;
+        let mut leaves = Vec::new();
+        for name in GOVERNED_ROOTS {
+            if let Some(entry) = root.get_name(name) {
+                let path = name.as_bytes().to_vec();
+                let entry = entry_of(rev, &path, &entry)?;
+                self.collect_leaves(rev, path, entry, &mut leaves)?;
+            }
+        }
+        let mut paths = leaves
+            .into_iter()
+            .map(|(raw, _)| repo_path(rev, &raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        paths.sort();
+        Ok(paths)
+    }
+
     /// Like [`GitRepo::read_governed`], limited to some of the
     /// [`GOVERNED_ROOTS`] (e.g. `policy` alone, without walking thousands
     /// of baselines). Names that are not governed roots are ignored.

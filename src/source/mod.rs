@@ -6,13 +6,16 @@
 //! same rule: governed files are read, every symlink or submodule under a
 //! governed root is reported (never followed) so validation can reject it, and
 //! files over [`MAX_FILE_BYTES`](crate::tree::MAX_FILE_BYTES) are reported by
-//! size without being read. [`verify`] checks who signed a commit
-//! (`source.verify`).
+//! size without being read. [`revision`] is how every command reads a
+//! revision: whole, and through the one validation path. [`verify`] checks
+//! who signed a commit (`source.verify`).
 
 pub mod git;
+pub mod revision;
 pub mod verify;
 pub mod worktree;
 
 pub use git::{clone_or_fetch, ChangeStatus, CommitInfo, GitError, GitRepo, PathChange};
+pub use revision::{read_checked, read_pair, read_revision, read_valid, read_valid_from, RevisionError, RevisionPair};
 pub use verify::{Method, Reason, Signer, Unverified, VerifyConfig, VerifyError, VerifyPolicy};
 pub use worktree::{read_worktree, WorktreeError};
