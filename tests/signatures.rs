@@ -1018,3 +1018,96 @@ fn bad_trust_files_and_signers_are_load_errors_that_name_where() {
     let e = load_error(&f, config(None, None, &[(&eli, "eli")]));
     assert!(e.contains("give allowed_signers"), "{e}");
 }
+
+/// The controller with `source.verify`: a signed change is planned with its
+/// signer as the one who made it (who cannot approve it, whatever git's name
+/// fields say), and an unsigned commit on top is not promoted, visibly.
+#[tokio::test]
+async fn the_controller_promotes_only_signed_changes_and_knows_their_signer() {
+    use std::sync::Arc;
+    use tollgate::controller::{Controller, ControllerError, NoDevices};
+    use tollgate::promotion::{Phase, ReviewState};
+    if !have_all(&["git", "ssh-keygen"]) {
+        return;
+    }
+    let f = Fixture::new();
+    let dana = f.ssh_key("dana", "ed25519");
+    let ios1 = f.ssh_key("ios1", "ed25519");
+    let allowed = format!(
+        "dana@acme.example {}\nios1@acme.example {}\n",
+        f.public(&dana),
+        f.public(&ios1)
+    );
+    let (policy, _) = ssh_policy(
+        &f,
+        &allowed,
+        &[("dana@acme.example", "dana"), ("ios1@acme.example", "ios1")],
+    );
+    let config = "apiVersion: tollgate.dev/v1alpha1\nkind: Config\nmetadata: {name: acme}\nrings:\n  - {name: canary, selector: {groups: [mdm-canary]}, soak: 1h}\n  - {name: broad, selector: {all: true}}\napprovers:\n  mdm-ios: {users: [ios1, ios2]}\n";
+    let ios = "apiVersion: tollgate.dev/v1alpha1\nkind: Baseline\nmetadata: {name: corp-ios, owners: [mdm-ios]}\nspec:\n  platform: ios\n  targets: {groups: [phones]}\n  settings:\n    passcode.min_length: 8\n";
+    fs::create_dir_all(f.repo.join("baselines/ios")).unwrap();
+    fs::write(f.repo.join("tollgate.yaml"), config).unwrap();
+    fs::write(f.repo.join("baselines/ios/corp-ios.yaml"), ios).unwrap();
+    run(f.git().args(["add", "-A"]));
+    f.commit_ssh(&dana);
+    let db = format!("sqlite://{}", f.path("state.db").display());
+    let c = Controller::new(
+        tollgate::store::open(&db).await.unwrap(),
+        format!("file://{}", f.repo.display()),
+        "main".into(),
+        f.path("mirror"),
+        Arc::new(NoDevices),
+    )
+    .with_verify(Arc::new(policy));
+    let now = Utc::now();
+    c.adopt("HEAD", "dana", now).await.unwrap();
+
+    // ios1 signs a tightening; git says "Anyone" wrote it.
+    fs::write(
+        f.repo.join("baselines/ios/corp-ios.yaml"),
+        ios.replace("min_length: 8", "min_length: 10"),
+    )
+    .unwrap();
+    run(f.git().args(["add", "-A"]));
+    f.commit_ssh(&ios1);
+    let id = c.poll(now).await.unwrap().expect("a promotion of the signed change");
+    let p = c.load(id).await.unwrap().1.promotion;
+    assert!(p.authors.contains(&"ios1".to_string()), "{:?}", p.authors);
+    let p = c.review(id, "ios1", ReviewState::Approved, now).await.unwrap();
+    assert_eq!(p.phase, Phase::PendingApproval { ring: 0 });
+    assert_eq!(
+        p.approvals[0].rejected[0].reason,
+        "authored or committed a commit of this change"
+    );
+    let p = c.review(id, "ios2", ReviewState::Approved, now).await.unwrap();
+    assert!(matches!(p.phase, Phase::Soaking { ring: 0, .. }), "{:?}", p.phase);
+
+    // An unsigned commit on top is not promoted, and says why.
+    fs::write(
+        f.repo.join("baselines/ios/corp-ios.yaml"),
+        ios.replace("min_length: 8", "min_length: 4"),
+    )
+    .unwrap();
+    run(f.git().args(["add", "-A"]));
+    let unsigned = f.commit_unsigned();
+    let err = c.poll(now).await.unwrap_err();
+    assert!(matches!(err, ControllerError::Unverified { .. }), "{err}");
+    let shown = format!("{err}");
+    assert!(
+        shown.contains(&unsigned.to_string()[..12]) && shown.contains("not signed"),
+        "{shown}"
+    );
+    assert!(matches!(
+        c.load(id).await.unwrap().1.promotion.phase,
+        Phase::Soaking { .. }
+    ));
+    let refused = c
+        .store()
+        .audit_after(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "revision_refused")
+        .count();
+    assert_eq!(refused, 1);
+}

@@ -122,8 +122,7 @@ pub(crate) async fn start_with(
     );
     if let Some(verify) = &config.source.verify {
         // Paths are resolved against the config file's directory at load.
-        let policy = crate::source::VerifyPolicy::load(verify, std::path::Path::new("."))
-            .context("source.verify")?;
+        let policy = crate::source::VerifyPolicy::load(verify, std::path::Path::new(".")).context("source.verify")?;
         tracing::info!("source.verify: only revisions whose every commit carries a verified signature are promoted");
         controller = controller.with_verify(Arc::new(policy));
     }

@@ -165,13 +165,13 @@ impl<'g> Planner<'g> {
             out.insert(c.committer);
         }
         if let Some(policy) = self.verify {
-            let signed = self
-                .git
-                .verify_range(policy, base, &self.tip)
-                .map_err(|source| ControllerError::Unverified {
-                    revision: self.tip.clone(),
-                    source,
-                })?;
+            let signed =
+                self.git
+                    .verify_range(policy, base, &self.tip)
+                    .map_err(|source| ControllerError::Unverified {
+                        revision: self.tip.clone(),
+                        source,
+                    })?;
             out.extend(signed.into_iter().map(|(_, signer)| signer.identity));
         }
         out.remove("");
