@@ -627,12 +627,10 @@ impl Controller {
         for (id, ring, result) in done {
             match result {
                 Ok(r) => out.entry(id).or_default().push((ring, r)),
-                // The ring stays unplanned and does not move; the loop reports why.
-                Err(e) => {
-                    tracing::error!(promotion = id, ring, error = %crate::http::error::chain(&e),
-                        "cannot plan the ring against what it runs; it does not move");
-                    return Err(e);
-                }
+                // The ring stays unplanned and does not move; every other
+                // promotion (and any halt) still goes on.
+                Err(e) => tracing::error!(promotion = id, ring, error = %crate::http::error::chain(&e),
+                    "cannot plan the ring against what it runs; it does not move"),
             }
         }
         Ok(out)
