@@ -23,7 +23,7 @@ use super::service::ControllerError;
 use crate::catalog::Catalog;
 use crate::cli::plan::EMPTY_REVISION;
 use crate::diff::diff_snapshots;
-use crate::format::{Config, FormatError};
+use crate::format::Config;
 use crate::ids::CommitSha;
 use crate::plan::{plan, Plan, PlanContext};
 use crate::promotion::{ChangeItem, Phase, Promotion, PromotionKind, RingChanges, RingPlan, StaticMembership};
@@ -395,9 +395,4 @@ pub fn replan_ring(
         })
         .collect();
     Ok((rc, planner.people(desired)?, violations))
-}
-
-/// Errors of a revision that is not promoted, for status and audit.
-pub fn error_lines(errors: &[FormatError]) -> Vec<String> {
-    errors.iter().map(|e| e.to_string()).collect()
 }

@@ -380,18 +380,7 @@ impl Controller {
             if stored.promotion.phase.is_terminal() {
                 continue;
             }
-            let facts = Facts {
-                now,
-                reviews: &[],
-                members: &stored.members,
-                gate: GateReading::NoData {
-                    reason: "superseded".into(),
-                },
-                halt: None,
-                superseded_by: Some(tip.clone()),
-                ring_content: &[],
-            };
-            let (p, mut fx) = next(&stored.promotion, &facts);
+            let (p, mut fx) = next(&stored.promotion, &superseding(now, &[], &stored.members, tip));
             for e in &mut fx {
                 if let Effect::Audit { action, details, .. } = e {
                     if action == "promotion_superseded" {
@@ -432,18 +421,7 @@ impl Controller {
             .filter(|(_, s)| s.promotion.kind == PromotionKind::Change)
         {
             let reviews = self.reviews(rec.id).await?;
-            let facts = Facts {
-                now,
-                reviews: &reviews,
-                members: &stored.members,
-                gate: GateReading::NoData {
-                    reason: "superseded".into(),
-                },
-                halt: None,
-                superseded_by: Some(tip.clone()),
-                ring_content: &[],
-            };
-            let (p, fx) = next(&stored.promotion, &facts);
+            let (p, fx) = next(&stored.promotion, &superseding(now, &reviews, &stored.members, tip));
             self.collect(&mut t, &mut events, &rec, p, stored.members.clone(), fx, now)
                 .await?;
             if !reviews.is_empty() {
@@ -488,16 +466,7 @@ impl Controller {
         // counting for the documents it touches.
         for (from, reviews) in carried {
             for r in &reviews {
-                t.reviews.push(NewReview {
-                    promotion_id: id,
-                    reviewer: r.reviewer.clone(),
-                    state: serde_json::to_value(r.state)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default(),
-                    at: r.at,
-                    body: serde_json::to_value(r).expect("reviews serialise"),
-                });
+                t.reviews.push(review_row(id, r));
             }
             events.push((
                 "controller".to_string(),
@@ -902,16 +871,7 @@ impl Controller {
                 bot: false,
             };
             let mut t = Transition::default();
-            t.reviews.push(NewReview {
-                promotion_id: id,
-                reviewer: reviewer.to_string(),
-                state: serde_json::to_value(state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
-                at: now,
-                body: serde_json::to_value(&review).expect("reviews serialise"),
-            });
+            t.reviews.push(review_row(id, &review));
             let details = json!({"state": state, "digests": review.digests, "ring": p.phase.ring()});
             self.commit(
                 t,
@@ -1169,4 +1129,38 @@ fn ring_fingerprint(rings: &BTreeMap<String, Desired>, p: &Promotion, ring: usiz
         Some(d) => d.fingerprint(),
         None => desired::fingerprint([]),
     })
+}
+
+/// A review as the store keeps it, for promotion `id`.
+fn review_row(id: i64, r: &Review) -> NewReview {
+    NewReview {
+        promotion_id: id,
+        reviewer: r.reviewer.clone(),
+        state: serde_json::to_value(r.state)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        at: r.at,
+        body: serde_json::to_value(r).expect("reviews serialise"),
+    }
+}
+
+/// The facts that supersede a live promotion by `tip`.
+fn superseding<'a>(
+    now: DateTime<Utc>,
+    reviews: &'a [Review],
+    members: &'a StaticMembership,
+    tip: &CommitSha,
+) -> Facts<'a> {
+    Facts {
+        now,
+        reviews,
+        members,
+        gate: GateReading::NoData {
+            reason: "superseded".into(),
+        },
+        halt: None,
+        superseded_by: Some(tip.clone()),
+        ring_content: &[],
+    }
 }

@@ -243,6 +243,13 @@ pub struct Facts<'a> {
     pub ring_content: &'a [String],
 }
 
+impl Facts<'_> {
+    /// The fingerprint of what ring `ring` runs now, if known.
+    fn runs(&self, ring: usize) -> Option<&str> {
+        self.ring_content.get(ring).map(String::as_str)
+    }
+}
+
 /// What the controller must do after persisting the transition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "effect", rename_all = "snake_case")]
@@ -360,9 +367,7 @@ fn step(p: &mut Promotion, f: &Facts, measured: Option<usize>, fx: &mut Vec<Effe
             step_window(p, f, fx, ring);
         }
         Phase::Promoting { ring } => {
-            if p.changes_for(ring, f.ring_content.get(ring).map(String::as_str))
-                .is_none()
-            {
+            if p.changes_for(ring, f.runs(ring)).is_none() {
                 replan(p, fx, ring);
                 return;
             }
@@ -472,7 +477,7 @@ fn step_window(p: &mut Promotion, f: &Facts, fx: &mut Vec<Effect>, ring: usize) 
 /// Each change's approval result for `ring`, or `None` when the ring has no
 /// plan against what it runs now.
 fn evaluate_approvals(p: &Promotion, f: &Facts, ring: usize) -> Option<Vec<ApprovalResult>> {
-    let changes = p.changes_for(ring, f.ring_content.get(ring).map(String::as_str))?;
+    let changes = p.changes_for(ring, f.runs(ring))?;
     let digests: BTreeMap<String, Option<Digest>> = changes.iter().map(|c| (c.key.clone(), c.digest.clone())).collect();
     let results = changes
         .iter()
@@ -507,7 +512,7 @@ fn window_block(p: &Promotion, f: &Facts, ring: usize) -> Option<(String, Option
             .map(|d| d.and_utc());
         return Some((format!("freeze: {}", fr.reason), until));
     }
-    let Some(changes) = p.changes_for(ring, f.ring_content.get(ring).map(String::as_str)) else {
+    let Some(changes) = p.changes_for(ring, f.runs(ring)) else {
         return Some(("the ring must be planned against what it runs first".into(), None));
     };
     for name in changes.iter().filter_map(|c| c.requirements.window.as_ref()) {
