@@ -726,3 +726,36 @@ mod property {
         }
     }
 }
+
+#[tokio::test]
+async fn a_ring_whose_recorded_content_its_revision_does_not_hold_is_not_judged_by_guess() {
+    let Rig { repo, c, _dir } = rig().await;
+    let mut rings = c.ring_states().await.unwrap();
+    let pilot = rings.get_mut("pilot").unwrap();
+    let doc = pilot.documents.get_mut("baseline/corp-ios").unwrap();
+    doc.digest = tollgate::ids::Digest::from_canonical_bytes(b"not what that revision holds");
+    let six = IOS.replace("min_length: 8", "min_length: 6");
+    let tip = commit(
+        &repo,
+        "iosdev",
+        "iosdev",
+        &[("baselines/ios/corp-ios.yaml", Some(&six))],
+    );
+    c.poll(monday()).await.unwrap();
+    let governing = rings["canary"].base_revision.clone();
+    let err = tollgate::controller::planning::plan_revision(
+        c.mirror(),
+        governing.as_ref(),
+        &rings,
+        &CommitSha::new(tip),
+        None,
+        monday(),
+    )
+    .err()
+    .expect("no plan against content nobody can read back");
+    let shown = format!("{:#}", anyhow::Error::from(err));
+    assert!(
+        shown.contains("ring pilot runs baseline/corp-ios") && shown.contains("does not hold that content"),
+        "{shown}"
+    );
+}
