@@ -43,11 +43,11 @@ export TOLLGATE_TEST_POSTGRES_URL
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test (unit, integration, property, snapshot, policy parity with OPA)"
-INSTA_UPDATE=no cargo test --locked
+INSTA_UPDATE=no cargo test --workspace --locked
 
 step "benchmarks compile"
-cargo bench --no-run --locked >/dev/null
+cargo bench --workspace --no-run --locked >/dev/null

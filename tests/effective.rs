@@ -479,7 +479,7 @@ fn an_effective_loosening_is_never_planned_below_a_direct_loosening() {
                 CommitSha::new("a".repeat(40)),
                 CommitSha::new("b".repeat(40)),
                 changes,
-                &mut engine.borrow_mut(),
+                &mut *engine.borrow_mut(),
                 &ctx,
             );
             // The oracle is explain, not the plan's own effective diff: for

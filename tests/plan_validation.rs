@@ -487,7 +487,7 @@ fn a_revision_read_from_a_known_valid_one_is_the_revision_read_whole() {
     let revs: Vec<_> = (0..history.len())
         .map(|i| git.resolve(&format!("HEAD~{i}")).unwrap())
         .collect();
-    let outcome = |r: Result<tollgate::snapshot::ValidRevision, RevisionError>| match r {
+    let outcome = |r: Result<tollgate::snapshot::ValidRevision, RevisionError<tollgate::source::GitError>>| match r {
         Ok(v) => Ok(v),
         Err(RevisionError::Invalid { errors, .. }) => Err(errors),
         Err(e) => panic!("{e}"),

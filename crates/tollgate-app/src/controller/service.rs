@@ -1,0 +1,1154 @@
+//! The controller: watches the governed repo, turns each new revision into a
+//! governed promotion, and drives promotions with the pure state machine.
+//!
+//! Every state change is one store transition holding the new state, its
+//! audit events and the desired state it publishes; the controller never
+//! does anything else with a side effect. So a crash at any point leaves
+//! either the whole transition or none of it, and the next pass recomputes
+//! the same step: nothing is promoted twice and no audit event is lost.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+use super::planning::{plan_revision, replan_ring, Planned};
+use tollgate_core::audit::{Action, AuditChain, ChainHead};
+use tollgate_core::catalog::Catalog;
+use tollgate_core::desired;
+pub use tollgate_core::desired::Desired;
+use tollgate_core::ids::CommitSha;
+use tollgate_core::promotion::{
+    next, Effect, Facts, GateReading, OperatorRequest, Phase, Promotion, PromotionKind, Review, ReviewState,
+    StaticMembership,
+};
+use tollgate_core::snapshot::Snapshot;
+use tollgate_git::git::{clone_or_fetch, GitRepo};
+use tollgate_store::{
+    AuditRow, NewReview, PromotionFilter, PromotionRecord, PromotionWrite, Store, StoreError, Transition,
+};
+
+pub use tollgate_core::ports::{NoDevices, RingHealth};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("store")]
+    Store(#[from] StoreError),
+    #[error("git source")]
+    Git(#[from] tollgate_git::git::GitError),
+    #[error("planning {revision}")]
+    Plan {
+        revision: String,
+        #[source]
+        source: anyhow::Error,
+    },
+    #[error("revision {revision} is not promoted: {} invalid document(s): {}", errors.len(), errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Invalid {
+        revision: CommitSha,
+        errors: Vec<tollgate_core::format::FormatError>,
+    },
+    #[error("revision {revision} is not promoted: {source}")]
+    Unverified {
+        revision: CommitSha,
+        #[source]
+        source: tollgate_git::Unverified,
+    },
+    #[error("stored {key} is unreadable")]
+    CorruptState {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("promoted revision {promoted} is not an ancestor of {tip}: history was rewritten (force-push?); refusing to plan across it")]
+    HistoryRewritten { promoted: String, tip: String },
+    #[error("promotion {0} not found")]
+    NotFound(i64),
+    #[error("promotion {id} is {phase}; {action} needs a live promotion")]
+    NotLive {
+        id: i64,
+        phase: String,
+        action: &'static str,
+    },
+    #[error("stored promotion {id} is unreadable")]
+    Corrupt {
+        id: i64,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("background task failed: {0}")]
+    Join(String),
+}
+
+impl ControllerError {
+    /// Whether retrying later may succeed without a human.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ControllerError::Store(e) => e.is_transient() || e.is_conflict(),
+            ControllerError::Git(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// A promotion as stored: the state machine's value plus the approver
+/// membership of its base config (membership is judged at decision time
+/// from the config that governs the change).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredPromotion {
+    pub promotion: Promotion,
+    pub members: StaticMembership,
+}
+
+/// A rollback the policy asked for when a ring's gate failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct AutoRollback {
+    promotion: i64,
+    ring: String,
+    /// Baseline name and the halted content's digest.
+    baselines: Vec<(String, tollgate_core::ids::Digest)>,
+    /// What the ring ran before: the revision the change was planned against.
+    to: CommitSha,
+    reason: String,
+}
+
+/// The automatic rollback a gate failure calls for, if the policy asked for
+/// one for any baseline of the change.
+fn auto_rollback(before: &Promotion, after: &Promotion, fx: &[Effect]) -> Option<AutoRollback> {
+    let failed = fx.iter().find_map(|e| match e {
+        Effect::Audit { action, details, .. } if action == "gate_failed" => Some(details),
+        _ => None,
+    })?;
+    if before.kind != PromotionKind::Change || !matches!(after.phase, Phase::Halted { .. }) {
+        return None;
+    }
+    let ring = before.phase.ring()?;
+    let changes = before.ring_changes.get(ring).map(|rc| rc.changes.as_slice())?;
+    let baselines: Vec<(String, tollgate_core::ids::Digest)> = changes
+        .iter()
+        .filter(|c| c.requirements.on_gate_failure == tollgate_core::risk::GateFailure::Rollback)
+        .filter_map(|c| Some((c.key.strip_prefix("baseline/")?.to_string(), c.digest.clone()?)))
+        .collect();
+    if baselines.is_empty() {
+        return None;
+    }
+    let why = failed.get("reason").and_then(Value::as_str).unwrap_or("gate failed");
+    Some(AutoRollback {
+        promotion: before.id,
+        ring: before.rings.get(ring)?.name.clone(),
+        baselines,
+        to: before.base.clone(),
+        reason: format!(
+            "automatic rollback: the policy rolls back ring {} when its gate fails ({why}); promotion {}",
+            before.rings.get(ring)?.name,
+            before.id
+        ),
+    })
+}
+
+pub struct Controller {
+    store: Arc<dyn Store>,
+    url: String,
+    branch: String,
+    mirror: PathBuf,
+    health: Arc<dyn RingHealth>,
+    /// All writes go through here: one writer keeps the audit chain linear.
+    write: Mutex<()>,
+    pub identity: String,
+    /// Called on the planning thread before each plan (instrumentation; the
+    /// tests use it to hold planning while they act).
+    plan_hook: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// `source.verify`: signed commits only, signers as identities.
+    verify: Option<Arc<tollgate_git::VerifyPolicy>>,
+}
+
+/// Keys of the store's key/value table.
+pub mod keys {
+    pub const SOURCE_TIP: &str = "source/tip";
+    pub const SOURCE_STATUS: &str = "source/status";
+    /// The last tip that was not promoted, and why (once per tip).
+    pub const SOURCE_REFUSED: &str = "source/refused";
+    pub fn desired(ring: &str) -> String {
+        format!("desired/{ring}")
+    }
+    pub fn halt(id: i64) -> String {
+        format!("halt/{id}")
+    }
+    /// `auto-rollback/{promotion}`: a rollback the policy asked for.
+    pub const AUTO_ROLLBACK: &str = "auto-rollback/";
+}
+
+impl Controller {
+    pub fn new(
+        store: Arc<dyn Store>,
+        url: String,
+        branch: String,
+        mirror: PathBuf,
+        health: Arc<dyn RingHealth>,
+    ) -> Self {
+        Controller {
+            store,
+            url,
+            branch,
+            mirror,
+            health,
+            write: Mutex::new(()),
+            identity: "controller".into(),
+            plan_hook: None,
+            verify: None,
+        }
+    }
+
+    /// Requires every commit of a change to carry a signature `policy`
+    /// verifies; its signers are who made the change (DESIGN 5, 6).
+    pub fn with_verify(mut self, policy: Arc<tollgate_git::VerifyPolicy>) -> Self {
+        self.verify = Some(policy);
+        self
+    }
+
+    /// Runs `hook` on the planning thread before every plan of a new tip.
+    pub fn with_plan_hook(mut self, hook: Arc<dyn Fn() + Send + Sync>) -> Self {
+        self.plan_hook = Some(hook);
+        self
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The local bare mirror of the governed repo.
+    pub fn mirror(&self) -> &std::path::Path {
+        &self.mirror
+    }
+
+    /// Commits a transition with audit events `(actor, action, subject,
+    /// details)` under the write lock, so they continue the one audit chain.
+    pub async fn commit_events(
+        &self,
+        t: Transition,
+        events: Vec<(String, String, String, Value)>,
+        now: DateTime<Utc>,
+    ) -> Result<(), ControllerError> {
+        self.commit_locked(t, events, now).await
+    }
+
+    /// Commits a transition with its audit events under the write lock.
+    pub(crate) async fn commit_locked(
+        &self,
+        t: Transition,
+        events: Vec<(String, String, String, Value)>,
+        now: DateTime<Utc>,
+    ) -> Result<(), ControllerError> {
+        let _w = self.write.lock().await;
+        self.commit(t, events, now).await
+    }
+
+    /// Fetches the source and, for a new tip, plans it and creates its
+    /// promotion (superseding older live ones, whose reviews carry over: they
+    /// count wherever they saw the same digests). Returns the new promotion id.
+    ///
+    /// Planning runs outside the write lock, so halts, approvals and reports
+    /// never wait for it; the result is committed only if no other pass
+    /// created the promotion meanwhile.
+    pub async fn poll(&self, now: DateTime<Utc>) -> Result<Option<i64>, ControllerError> {
+        let (url, branch, mirror) = (self.url.clone(), self.branch.clone(), self.mirror.clone());
+        let tip = tokio::task::spawn_blocking(move || clone_or_fetch(&url, &branch, &mirror).map(|(_, tip)| tip))
+            .await
+            .map_err(|e| ControllerError::Join(e.to_string()))??;
+        if self.seen_tip().await?.as_ref() == Some(&tip) {
+            return Ok(None);
+        }
+        // Promotions of revisions the branch no longer has stop at once,
+        // whatever becomes of the new tip.
+        self.supersede_dropped(&tip, now).await?;
+        let rings = self.ring_states().await?;
+        let governing = first_ring_revision(&rings);
+        let mirror = self.mirror.clone();
+        let tip2 = tip.clone();
+        let hook = self.plan_hook.clone();
+        let verify = self.verify.clone();
+        let planned = tokio::task::spawn_blocking(move || {
+            if let Some(hook) = hook {
+                hook();
+            }
+            plan_revision(&mirror, governing.as_ref(), &rings, &tip2, verify.as_deref(), now)
+        })
+        .await
+        .map_err(|e| ControllerError::Join(e.to_string()))?;
+        let planned = match planned {
+            Ok(p) => p,
+            Err(e @ (ControllerError::Invalid { .. } | ControllerError::Unverified { .. })) => {
+                self.refused(&tip, &e, now).await?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        self.create(planned, &tip, now).await.map(Some)
+    }
+
+    /// Records, once per tip, that a revision is not promoted and why.
+    async fn refused(&self, tip: &CommitSha, why: &ControllerError, now: DateTime<Utc>) -> Result<(), ControllerError> {
+        let _w = self.write.lock().await;
+        let already = self.store.kv_get(keys::SOURCE_REFUSED).await?;
+        if already.as_ref().and_then(|v| v.get("revision")).and_then(Value::as_str) == Some(tip.as_str()) {
+            return Ok(());
+        }
+        let errors: Vec<String> = match why {
+            ControllerError::Invalid { errors, .. } => errors.iter().map(|e| e.to_string()).collect(),
+            ControllerError::Unverified { source, .. } => vec![source.to_string()],
+            other => vec![tollgate_core::errors::chain(other)],
+        };
+        let record = json!({"revision": tip, "errors": errors});
+        let t = Transition {
+            kv: vec![(keys::SOURCE_REFUSED.into(), Some(record.clone()))],
+            ..Default::default()
+        };
+        let event = (
+            self.identity.clone(),
+            "revision_refused".to_string(),
+            format!("revision/{tip}"),
+            record,
+        );
+        self.commit(t, vec![event], now).await
+    }
+
+    /// The tip the newest promotion was created for.
+    async fn seen_tip(&self) -> Result<Option<CommitSha>, ControllerError> {
+        Ok(self
+            .store
+            .kv_get(keys::SOURCE_TIP)
+            .await?
+            .and_then(|v| v.as_str().map(CommitSha::new)))
+    }
+
+    /// Supersedes live change promotions whose revision is not on the branch
+    /// any more (a force-push dropped it): they are never published.
+    async fn supersede_dropped(&self, tip: &CommitSha, now: DateTime<Utc>) -> Result<(), ControllerError> {
+        let live: Vec<(i64, CommitSha)> = self
+            .live()
+            .await?
+            .into_iter()
+            .filter(|(_, s)| s.promotion.kind == PromotionKind::Change)
+            .map(|(rec, s)| (rec.id, s.promotion.revision))
+            .collect();
+        if live.is_empty() {
+            return Ok(());
+        }
+        let mirror = self.mirror.clone();
+        let tip2 = tip.clone();
+        let dropped: Vec<i64> = tokio::task::spawn_blocking(move || -> Result<Vec<i64>, ControllerError> {
+            let git = GitRepo::open(&mirror)?;
+            // A revision that cannot be found is treated as dropped: never
+            // promote on missing facts.
+            Ok(live
+                .into_iter()
+                .filter(|(_, rev)| !git.is_ancestor(rev, &tip2).unwrap_or(false))
+                .map(|(id, _)| id)
+                .collect())
+        })
+        .await
+        .map_err(|e| ControllerError::Join(e.to_string()))??;
+        if dropped.is_empty() {
+            return Ok(());
+        }
+        let _w = self.write.lock().await;
+        let mut t = Transition::default();
+        let mut events = Vec::new();
+        for id in dropped {
+            let (rec, stored) = self.load(id).await?;
+            if stored.promotion.phase.is_terminal() {
+                continue;
+            }
+            let (p, mut fx) = next(&stored.promotion, &superseding(now, &[], &stored.members, tip));
+            for e in &mut fx {
+                if let Effect::Audit { action, details, .. } = e {
+                    if action == "promotion_superseded" {
+                        details["reason"] = json!(format!(
+                            "revision {} is no longer on branch {}: history was rewritten",
+                            stored.promotion.revision, self.branch
+                        ));
+                    }
+                }
+            }
+            self.collect(&mut t, &mut events, &rec, p, stored.members.clone(), fx, now)
+                .await?;
+        }
+        self.commit(t, events, now).await
+    }
+
+    /// Creates the promotion of `tip` from its plan, superseding older live
+    /// change promotions and carrying their reviews over.
+    async fn create(&self, planned: Planned, tip: &CommitSha, now: DateTime<Utc>) -> Result<i64, ControllerError> {
+        let _w = self.write.lock().await;
+        if self.seen_tip().await?.as_ref() == Some(tip) {
+            // Another pass planned the same tip meanwhile.
+            let filter = PromotionFilter {
+                limit: 1,
+                ..Default::default()
+            };
+            return Ok(self.store.promotions(filter).await?.first().map(|r| r.id).unwrap_or(0));
+        }
+        let id = self.store.reserve_promotion_id().await?;
+        let mut t = Transition::default();
+        let mut events = Vec::new();
+        let mut carried = Vec::new();
+        // Older live promotions give way to the newer revision.
+        for (rec, stored) in self
+            .live()
+            .await?
+            .into_iter()
+            .filter(|(_, s)| s.promotion.kind == PromotionKind::Change)
+        {
+            let reviews = self.reviews(rec.id).await?;
+            let (p, fx) = next(&stored.promotion, &superseding(now, &reviews, &stored.members, tip));
+            self.collect(&mut t, &mut events, &rec, p, stored.members.clone(), fx, now)
+                .await?;
+            if !reviews.is_empty() {
+                carried.push((rec.id, reviews));
+            }
+        }
+        let mut promotion = planned.promotion;
+        promotion.id = id;
+        promotion.created_at = now;
+        let subject = format!("promotion/{id}");
+        events.push((
+            "controller".to_string(),
+            "plan_recorded".to_string(),
+            subject.clone(),
+            planned.plan,
+        ));
+        events.push((
+            "controller".to_string(),
+            "promotion_created".to_string(),
+            subject.clone(),
+            json!({"revision": promotion.revision, "base": promotion.base, "tier": promotion.tier,
+                   "violations": promotion.violations, "authors": promotion.authors,
+                   "rings": promotion.ring_changes.iter().zip(&promotion.rings)
+                       .map(|(rc, r)| json!({"ring": r.name, "tier": rc.tier, "changes": rc.changes.len()}))
+                       .collect::<Vec<_>>()}),
+        ));
+        let body = serde_json::to_value(StoredPromotion {
+            promotion: promotion.clone(),
+            members: planned.members,
+        })
+        .expect("promotions serialise");
+        t.promotions.push(PromotionWrite::Insert {
+            id: Some(id),
+            revision: promotion.revision.to_string(),
+            kind: "change".into(),
+            phase: promotion.phase.name().into(),
+            body,
+        });
+        // Approvals bind to digests, not commits (DESIGN 6): a revision that
+        // leaves every digest as it was keeps them, since each review still
+        // saw exactly what is promoted; any content change makes them stop
+        // counting for the documents it touches.
+        for (from, reviews) in carried {
+            for r in &reviews {
+                t.reviews.push(review_row(id, r));
+            }
+            events.push((
+                "controller".to_string(),
+                "reviews_carried_over".to_string(),
+                subject.clone(),
+                json!({"from": format!("promotion/{from}"), "reviews": reviews.len(),
+                       "reviewers": reviews.iter().map(|r| r.reviewer.as_str()).collect::<Vec<_>>()}),
+            ));
+        }
+        t.kv.push((keys::SOURCE_TIP.into(), Some(json!(tip.as_str()))));
+        t.kv.push((keys::SOURCE_REFUSED.into(), None));
+        self.commit(t, events, now).await?;
+        Ok(id)
+    }
+
+    /// Drives every live promotion as far as the facts allow. A change
+    /// promotion whose next ring runs other content than it was planned
+    /// against is planned again first (outside the write lock).
+    pub async fn reconcile(&self, now: DateTime<Utc>) -> Result<usize, ControllerError> {
+        let replans = self.replans(now).await?;
+        let mut moved = 0;
+        {
+            let _w = self.write.lock().await;
+            let rings = self.ring_states().await?;
+            for (rec, mut stored) in self.live().await? {
+                let mut extra = Vec::new();
+                if let Some(found) = replans.get(&rec.id) {
+                    for (ring, (rc, people, violations)) in found {
+                        let p = &mut stored.promotion;
+                        let now_runs = ring_fingerprint(&rings, p, *ring);
+                        if now_runs.as_deref() != Some(rc.against.as_str()) {
+                            continue; // moved again meanwhile: the next pass plans it
+                        }
+                        if p.ring_changes.len() <= *ring {
+                            p.ring_changes.resize(
+                                *ring + 1,
+                                tollgate_core::promotion::RingChanges {
+                                    against: String::new(),
+                                    tier: 0,
+                                    changes: Vec::new(),
+                                },
+                            );
+                        }
+                        p.ring_changes[*ring] = rc.clone();
+                        p.tier = p.tier.max(rc.tier);
+                        for who in people {
+                            if !p.authors.contains(who) {
+                                p.authors.push(who.clone());
+                            }
+                        }
+                        for v in violations {
+                            if !p.violations.contains(v) {
+                                p.violations.push(v.clone());
+                            }
+                        }
+                        extra.push((
+                            self.identity.clone(),
+                            "ring_planned".to_string(),
+                            format!("promotion/{}", rec.id),
+                            json!({"ring": p.rings[*ring].name, "tier": rc.tier, "against": rc.against,
+                                   "changes": rc.changes.iter().map(|c| json!({"key": c.key, "tier": c.tier, "digest": c.digest})).collect::<Vec<_>>(),
+                                   "violations": violations}),
+                        ));
+                    }
+                }
+                if self.step(&rec, stored, &rings, extra, now).await? {
+                    moved += 1;
+                }
+            }
+        }
+        moved += self.auto_rollbacks(now).await?;
+        Ok(moved)
+    }
+
+    /// Plans, outside the write lock, every ring a live change promotion is
+    /// about to judge (its current ring and the next) whose plan was made
+    /// against other content than the ring runs now.
+    #[allow(clippy::type_complexity)]
+    async fn replans(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<
+        BTreeMap<
+            i64,
+            Vec<(
+                usize,
+                (tollgate_core::promotion::RingChanges, BTreeSet<String>, Vec<String>),
+            )>,
+        >,
+        ControllerError,
+    > {
+        let rings = self.ring_states().await?;
+        let mut work = Vec::new();
+        for (rec, stored) in self.live().await? {
+            let p = &stored.promotion;
+            if p.kind != PromotionKind::Change {
+                continue;
+            }
+            // The ring it waits to publish, or the next one while soaking
+            // (the ring soaking already runs what it published).
+            let ring = match &p.phase {
+                Phase::Soaking { ring, .. } => ring + 1,
+                phase => match phase.ring() {
+                    Some(ring) => ring,
+                    None => continue,
+                },
+            };
+            if ring < p.rings.len() {
+                let now_runs = ring_fingerprint(&rings, p, ring);
+                let planned = p.ring_changes.get(ring).map(|rc| rc.against.as_str());
+                if now_runs.is_some() && planned != now_runs.as_deref() {
+                    let desired = rings
+                        .get(&p.rings[ring].name)
+                        .cloned()
+                        .unwrap_or_else(|| Desired::empty(&p.rings[ring].name, ring, now));
+                    work.push((rec.id, ring, p.clone(), desired));
+                }
+            }
+        }
+        let mut out: BTreeMap<i64, Vec<_>> = BTreeMap::new();
+        if work.is_empty() {
+            return Ok(out);
+        }
+        let mirror = self.mirror.clone();
+        let verify = self.verify.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            work.into_iter()
+                .map(|(id, ring, p, desired)| (id, ring, replan_ring(&mirror, &p, &desired, verify.as_deref(), now)))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| ControllerError::Join(e.to_string()))?;
+        for (id, ring, result) in done {
+            match result {
+                Ok(r) => out.entry(id).or_default().push((ring, r)),
+                // The ring stays unplanned and does not move; every other
+                // promotion (and any halt) still goes on.
+                Err(e) => tracing::error!(promotion = id, ring, error = %tollgate_core::errors::chain(&e),
+                    "cannot plan the ring against what it runs; it does not move"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every ring's desired state by ring name. A stored state that does not
+    /// decode is an error, never an empty ring.
+    pub async fn ring_states(&self) -> Result<BTreeMap<String, Desired>, ControllerError> {
+        let mut out = BTreeMap::new();
+        for (key, v) in self.store.kv_prefix("desired/").await? {
+            let d: Desired = serde_json::from_value(v).map_err(|source| ControllerError::CorruptState {
+                key: key.clone(),
+                source,
+            })?;
+            out.insert(d.ring.clone(), d);
+        }
+        Ok(out)
+    }
+
+    /// Carries out the rollbacks the policy asked for when a gate failed.
+    ///
+    /// The request is stored with the halt itself (one transition), so a
+    /// crash cannot lose it; it is carried out here and then removed. A
+    /// request whose ring no longer runs the halted content (rolled back
+    /// already, by a person or by an earlier attempt that crashed before
+    /// removing the request) is dropped, so a rollback happens at most once.
+    async fn auto_rollbacks(&self, now: DateTime<Utc>) -> Result<usize, ControllerError> {
+        use super::rollback::{RollbackRequest, RollbackTarget};
+        let mut done = 0;
+        for (key, value) in self.store.kv_prefix(keys::AUTO_ROLLBACK).await? {
+            let drop_request = Transition {
+                kv: vec![(key.clone(), None)],
+                ..Default::default()
+            };
+            let Ok(req) = serde_json::from_value::<AutoRollback>(value) else {
+                tracing::warn!(key, "dropping an unreadable automatic rollback request");
+                self.commit_locked(drop_request, vec![], now).await?;
+                continue;
+            };
+            let running = self
+                .store
+                .kv_get(&keys::desired(&req.ring))
+                .await?
+                .and_then(|v| serde_json::from_value::<Desired>(v).ok());
+            for (baseline, digest) in &req.baselines {
+                let doc = running
+                    .as_ref()
+                    .and_then(|d| d.documents.get(&format!("baseline/{baseline}")));
+                if doc.map(|d| &d.digest) != Some(digest) {
+                    continue;
+                }
+                let request = RollbackRequest {
+                    baseline: baseline.clone(),
+                    to: RollbackTarget::Revision(req.to.to_string()),
+                    rings: vec![req.ring.clone()],
+                    break_glass_reason: Some(req.reason.clone()),
+                    dry_run: false,
+                };
+                // Boxed: a rollback reconciles, which may come back here.
+                match Box::pin(self.rollback(&request, "policy", now)).await {
+                    Ok((p, _)) => {
+                        tracing::warn!(promotion = req.promotion, rollback = p.id, %baseline, ring = %req.ring,
+                            "gate failed: rolled back as the policy asks");
+                        done += 1;
+                    }
+                    // Nothing earlier to go back to: the ring stays halted for on-call.
+                    Err(e) => tracing::error!(promotion = req.promotion, %baseline, ring = %req.ring,
+                        error = %tollgate_core::errors::chain(&e), "automatic rollback not possible; the ring stays halted"),
+                }
+            }
+            self.commit_locked(drop_request, vec![], now).await?;
+        }
+        Ok(done)
+    }
+
+    /// One promotion, one transition. Returns whether anything changed.
+    /// `extra`: audit events of changes already made to `stored` (a ring
+    /// planned again), committed with the step.
+    async fn step(
+        &self,
+        rec: &PromotionRecord,
+        stored: StoredPromotion,
+        rings: &BTreeMap<String, Desired>,
+        extra: Vec<(String, String, String, Value)>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, ControllerError> {
+        let reviews = self.reviews(rec.id).await?;
+        let p = &stored.promotion;
+        let gate = match &p.phase {
+            Phase::Soaking { ring, since, .. } => self.health.reading(&p.rings[*ring].name, &p.revision, *since),
+            _ => GateReading::NoData {
+                reason: "not soaking".into(),
+            },
+        };
+        let halt =
+            match self.store.kv_get(&keys::halt(rec.id)).await? {
+                None => None,
+                Some(v) => Some(serde_json::from_value::<OperatorRequest>(v).map_err(|source| {
+                    ControllerError::CorruptState {
+                        key: keys::halt(rec.id),
+                        source,
+                    }
+                })?),
+            };
+        let ring_content: Vec<String> = (0..p.rings.len())
+            .filter_map(|i| ring_fingerprint(rings, p, i))
+            .collect();
+        let facts = Facts {
+            now,
+            reviews: &reviews,
+            members: &stored.members,
+            gate,
+            halt: halt.clone(),
+            superseded_by: None,
+            ring_content: &ring_content,
+        };
+        let (np, fx) = next(p, &facts);
+        if &np == p && fx.is_empty() && extra.is_empty() {
+            return Ok(false);
+        }
+        let mut t = Transition::default();
+        let mut events = extra;
+        if let Some(auto) = auto_rollback(p, &np, &fx) {
+            events.push((
+                self.identity.clone(),
+                "auto_rollback_requested".to_string(),
+                format!("promotion/{}", rec.id),
+                json!({"ring": auto.ring, "baselines": auto.baselines.iter().map(|(b, _)| b).collect::<Vec<_>>(),
+                       "reason": auto.reason}),
+            ));
+            t.kv.push((
+                format!("{}{}", keys::AUTO_ROLLBACK, rec.id),
+                Some(serde_json::to_value(&auto).expect("requests serialise")),
+            ));
+        }
+        self.collect(&mut t, &mut events, rec, np, stored.members, fx, now)
+            .await?;
+        if halt.is_some() {
+            t.kv.push((keys::halt(rec.id), None));
+        }
+        self.commit(t, events, now).await?;
+        Ok(true)
+    }
+
+    /// Adds one promotion's transition and effects to `t`.
+    #[allow(clippy::too_many_arguments)]
+    async fn collect(
+        &self,
+        t: &mut Transition,
+        events: &mut Vec<(String, String, String, Value)>,
+        rec: &PromotionRecord,
+        p: Promotion,
+        members: StaticMembership,
+        fx: Vec<Effect>,
+        now: DateTime<Utc>,
+    ) -> Result<(), ControllerError> {
+        for e in fx {
+            match e {
+                Effect::Audit {
+                    action,
+                    subject,
+                    details,
+                } => events.push((self.identity.clone(), action, subject, details)),
+                Effect::Publish { ring, .. } => {
+                    let index = p.rings.iter().position(|r| r.name == ring).unwrap_or(0);
+                    let key = keys::desired(&ring);
+                    // A desired state written earlier in this same transition wins.
+                    let pending = t.kv.iter().rev().find(|(k, _)| *k == key).and_then(|(_, v)| v.clone());
+                    let current = match pending {
+                        Some(v) => Some(v),
+                        None => self.store.kv_get(&key).await?,
+                    };
+                    // An unreadable desired state is an error, never an empty
+                    // ring: publishing over it would drop its rollback pins.
+                    let current = match current {
+                        None => Desired::empty(&ring, index, now),
+                        Some(v) => {
+                            serde_json::from_value::<Desired>(v).map_err(|source| ControllerError::CorruptState {
+                                key: key.clone(),
+                                source,
+                            })?
+                        }
+                    };
+                    let (next_desired, pin_events) = desired::publish(current, &p, index, now);
+                    for (action, details) in pin_events {
+                        events.push((self.identity.clone(), action, format!("promotion/{}", p.id), details));
+                    }
+                    t.kv.push((
+                        key,
+                        Some(serde_json::to_value(next_desired).expect("desired state serialises")),
+                    ));
+                }
+            }
+        }
+        let phase = p.phase.name().to_string();
+        let body = serde_json::to_value(StoredPromotion { promotion: p, members }).expect("promotions serialise");
+        t.promotions.push(PromotionWrite::update(rec, phase, body));
+        Ok(())
+    }
+
+    /// Seals `events` onto the stored audit chain and commits everything.
+    async fn commit(
+        &self,
+        mut t: Transition,
+        events: Vec<(String, String, String, Value)>,
+        now: DateTime<Utc>,
+    ) -> Result<(), ControllerError> {
+        let head = self.store.audit_head().await?;
+        let mut chain = AuditChain::from_head(match &head {
+            Some(h) => ChainHead {
+                seq: h.seq as u64,
+                hash: h.hash.clone(),
+            },
+            None => ChainHead::genesis(),
+        });
+        for (actor, action, subject, details) in events {
+            let e = chain.append(now, actor, Action::parse(&action), subject, details);
+            t.audit.push(AuditRow {
+                seq: e.seq as i64,
+                at: e.at,
+                actor: e.actor,
+                action: e.action.as_str().to_string(),
+                subject: e.subject,
+                details: e.details,
+                prev: e.prev,
+                hash: e.hash,
+            });
+        }
+        let published: Vec<(String, DateTime<Utc>)> =
+            t.kv.iter()
+                .filter(|(k, _)| k.starts_with("desired/"))
+                .filter_map(|(_, v)| {
+                    let d: Desired = serde_json::from_value(v.clone()?).ok()?;
+                    Some((d.ring, d.published_at))
+                })
+                .collect();
+        self.store.commit(t).await?;
+        for (ring, at) in published {
+            self.health.published(&ring, at);
+        }
+        Ok(())
+    }
+
+    /// Records an approval (local forge mode: identity = token name) of the
+    /// promotion's current content, then lets the promotion move.
+    pub async fn review(
+        &self,
+        id: i64,
+        reviewer: &str,
+        state: ReviewState,
+        now: DateTime<Utc>,
+    ) -> Result<Promotion, ControllerError> {
+        {
+            let _w = self.write.lock().await;
+            let (_, stored) = self.load(id).await?;
+            let p = &stored.promotion;
+            if p.phase.is_terminal() {
+                return Err(ControllerError::NotLive {
+                    id,
+                    phase: p.phase.name().into(),
+                    action: "a review",
+                });
+            }
+            let review = Review {
+                reviewer: reviewer.to_string(),
+                state,
+                at: now,
+                digests: p.review_digests(),
+                bot: false,
+            };
+            let mut t = Transition::default();
+            t.reviews.push(review_row(id, &review));
+            let details = json!({"state": state, "digests": review.digests, "ring": p.phase.ring()});
+            self.commit(
+                t,
+                vec![(
+                    reviewer.to_string(),
+                    "review_recorded".into(),
+                    format!("promotion/{id}"),
+                    details,
+                )],
+                now,
+            )
+            .await?;
+        }
+        self.reconcile(now).await?;
+        Ok(self.load(id).await?.1.promotion)
+    }
+
+    /// Asks for a halt; the next step applies it (with its audit event).
+    pub async fn halt(
+        &self,
+        id: i64,
+        actor: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Promotion, ControllerError> {
+        {
+            let _w = self.write.lock().await;
+            let (_, stored) = self.load(id).await?;
+            if stored.promotion.phase.is_terminal() {
+                return Err(ControllerError::NotLive {
+                    id,
+                    phase: stored.promotion.phase.name().into(),
+                    action: "a halt",
+                });
+            }
+            let req = OperatorRequest {
+                actor: actor.into(),
+                reason: reason.into(),
+            };
+            let t = Transition {
+                kv: vec![(keys::halt(id), Some(json!(req)))],
+                ..Default::default()
+            };
+            self.store.commit(t).await?;
+        }
+        self.reconcile(now).await?;
+        Ok(self.load(id).await?.1.promotion)
+    }
+
+    /// Break-glass: lets a live promotion move without its approvals, window
+    /// or freeze, for `reason`. Loudly audited, with a follow-up review request
+    /// that needs the normal approvals within 24 hours.
+    pub async fn break_glass(
+        &self,
+        id: i64,
+        actor: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Promotion, ControllerError> {
+        {
+            let _w = self.write.lock().await;
+            let (rec, mut stored) = self.load(id).await?;
+            if stored.promotion.phase.is_terminal() {
+                return Err(ControllerError::NotLive {
+                    id,
+                    phase: stored.promotion.phase.name().into(),
+                    action: "break-glass",
+                });
+            }
+            let p = &mut stored.promotion;
+            p.break_glass = Some(tollgate_core::promotion::BreakGlass {
+                actor: actor.into(),
+                reason: reason.into(),
+                at: now,
+            });
+            let subject = format!("promotion/{id}");
+            let needs: Vec<_> = p
+                .changes
+                .iter()
+                .map(|c| json!({"change": c.key, "requirements": c.requirements}))
+                .collect();
+            let events = vec![
+                (
+                    actor.to_string(),
+                    "break_glass".to_string(),
+                    subject.clone(),
+                    json!({"reason": reason, "skips": ["approvals", "windows", "freezes"], "phase": p.phase.name()}),
+                ),
+                (
+                    "controller".to_string(),
+                    "follow_up_review_requested".to_string(),
+                    subject,
+                    json!({"needs": needs, "due_within_hours": 24}),
+                ),
+            ];
+            let phase = p.phase.name().to_string();
+            let body = serde_json::to_value(&stored).expect("promotions serialise");
+            let t = Transition {
+                promotions: vec![PromotionWrite::update(&rec, phase, body)],
+                ..Default::default()
+            };
+            self.commit(t, events, now).await?;
+        }
+        self.reconcile(now).await?;
+        Ok(self.load(id).await?.1.promotion)
+    }
+
+    /// Records an existing fleet's state: `rev` becomes what every ring runs,
+    /// without a promotion, with an `adopted` audit event. Only on a store that
+    /// has never published anything; later revisions are governed from there.
+    pub async fn adopt(&self, rev: &str, actor: &str, now: DateTime<Utc>) -> Result<CommitSha, ControllerError> {
+        let (url, branch, mirror) = (self.url.clone(), self.branch.clone(), self.mirror.clone());
+        let rev = rev.to_string();
+        let (sha, files) = tokio::task::spawn_blocking(move || -> Result<_, ControllerError> {
+            let (git, _) = clone_or_fetch(&url, &branch, &mirror)?;
+            let sha = git.resolve(&rev)?;
+            let files = git.read_governed(&sha)?;
+            Ok((sha, files))
+        })
+        .await
+        .map_err(|e| ControllerError::Join(e.to_string()))??;
+        let (snap, errors) = Snapshot::build(&files, Catalog::builtin());
+        if !errors.is_empty() {
+            return Err(ControllerError::Plan {
+                revision: sha.to_string(),
+                source: anyhow::anyhow!("cannot adopt a revision with invalid documents: {}", errors[0]),
+            });
+        }
+        let Some(config) = &snap.config else {
+            return Err(ControllerError::Plan {
+                revision: sha.to_string(),
+                source: anyhow::anyhow!("no tollgate.yaml"),
+            });
+        };
+        let _w = self.write.lock().await;
+        if !self.store.kv_prefix("desired/").await?.is_empty() {
+            return Err(ControllerError::Plan {
+                revision: sha.to_string(),
+                source: anyhow::anyhow!(
+                    "this controller has already published; adopting would overwrite governed state"
+                ),
+            });
+        }
+        let mut documents = std::collections::BTreeMap::new();
+        for b in snap.baselines.values() {
+            documents.insert(
+                format!("baseline/{}", b.doc.name),
+                desired::DesiredDoc {
+                    revision: sha.clone(),
+                    digest: b.digest.clone(),
+                    promotion: 0,
+                },
+            );
+        }
+        for e in snap.exceptions.values() {
+            documents.insert(
+                format!("exception/{}", e.doc.name),
+                desired::DesiredDoc {
+                    revision: sha.clone(),
+                    digest: e.digest.clone(),
+                    promotion: 0,
+                },
+            );
+        }
+        let mut t = Transition::default();
+        for (i, ring) in config.doc.rings.iter().enumerate() {
+            let d = Desired {
+                ring: ring.name.clone(),
+                ring_index: i,
+                documents: documents.clone(),
+                pins: Default::default(),
+                base_revision: Some(sha.clone()),
+                promotion: 0,
+                published_at: now,
+            };
+            t.kv.push((
+                keys::desired(&ring.name),
+                Some(serde_json::to_value(d).expect("desired state serialises")),
+            ));
+        }
+        t.kv.push((keys::SOURCE_TIP.into(), Some(json!(sha.as_str()))));
+        let rings: Vec<&str> = config.doc.rings.iter().map(|r| r.name.as_str()).collect();
+        let details = json!({"revision": sha, "documents": documents.len(), "rings": rings});
+        self.commit(
+            t,
+            vec![(actor.to_string(), "adopted".into(), format!("revision/{sha}"), details)],
+            now,
+        )
+        .await?;
+        Ok(sha)
+    }
+
+    pub async fn load(&self, id: i64) -> Result<(PromotionRecord, StoredPromotion), ControllerError> {
+        let rec = self.store.promotion(id).await?.ok_or(ControllerError::NotFound(id))?;
+        let stored =
+            serde_json::from_value(rec.body.clone()).map_err(|source| ControllerError::Corrupt { id, source })?;
+        Ok((rec, stored))
+    }
+
+    pub async fn list(&self, filter: PromotionFilter) -> Result<Vec<Promotion>, ControllerError> {
+        let mut out = Vec::new();
+        for rec in self.store.promotions(filter).await? {
+            let stored: StoredPromotion =
+                serde_json::from_value(rec.body).map_err(|source| ControllerError::Corrupt { id: rec.id, source })?;
+            out.push(stored.promotion);
+        }
+        Ok(out)
+    }
+
+    pub async fn reviews(&self, id: i64) -> Result<Vec<Review>, ControllerError> {
+        Ok(self
+            .store
+            .reviews(id)
+            .await?
+            .into_iter()
+            .filter_map(|r| serde_json::from_value(r.body).ok())
+            .collect())
+    }
+
+    async fn live(&self) -> Result<Vec<(PromotionRecord, StoredPromotion)>, ControllerError> {
+        let filter = PromotionFilter {
+            phases: ["pending_approval", "approved", "waiting_window", "promoting", "soaking"]
+                .map(String::from)
+                .to_vec(),
+            limit: 1000,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        for rec in self.store.promotions(filter).await? {
+            let stored = serde_json::from_value(rec.body.clone())
+                .map_err(|source| ControllerError::Corrupt { id: rec.id, source })?;
+            out.push((rec, stored));
+        }
+        out.reverse(); // oldest first
+        Ok(out)
+    }
+}
+
+/// The revision in force in the first ring (the last change promotion
+/// published there): its config and policy govern the next change.
+fn first_ring_revision(rings: &BTreeMap<String, Desired>) -> Option<CommitSha> {
+    rings
+        .values()
+        .filter(|d| d.ring_index == 0)
+        .filter_map(|d| Some((d.published_at, d.base_revision.clone()?)))
+        .max_by_key(|(at, _)| *at)
+        .map(|(_, rev)| rev)
+}
+
+/// What ring `ring` of `p` runs now, as a fingerprint (a ring never
+/// published runs nothing).
+fn ring_fingerprint(rings: &BTreeMap<String, Desired>, p: &Promotion, ring: usize) -> Option<String> {
+    let name = &p.rings.get(ring)?.name;
+    Some(match rings.get(name) {
+        Some(d) => d.fingerprint(),
+        None => desired::fingerprint([]),
+    })
+}
+
+/// A review as the store keeps it, for promotion `id`.
+fn review_row(id: i64, r: &Review) -> NewReview {
+    NewReview {
+        promotion_id: id,
+        reviewer: r.reviewer.clone(),
+        state: serde_json::to_value(r.state)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        at: r.at,
+        body: serde_json::to_value(r).expect("reviews serialise"),
+    }
+}
+
+/// The facts that supersede a live promotion by `tip`.
+fn superseding<'a>(
+    now: DateTime<Utc>,
+    reviews: &'a [Review],
+    members: &'a StaticMembership,
+    tip: &CommitSha,
+) -> Facts<'a> {
+    Facts {
+        now,
+        reviews,
+        members,
+        gate: GateReading::NoData {
+            reason: "superseded".into(),
+        },
+        halt: None,
+        superseded_by: Some(tip.clone()),
+        ring_content: &[],
+    }
+}
