@@ -308,7 +308,7 @@ async fn rollback_to_the_previous_verified_version_needs_oncall_and_pins_the_rin
         break_glass_reason: None,
         dry_run: false,
     };
-    let plan = c.plan_rollback(&req).await.unwrap();
+    let plan = c.plan_rollback(&req, Utc::now()).await.unwrap();
     assert!(plan.verified);
     assert_eq!(plan.rings, ["canary", "broad"]);
     assert_eq!(plan.requirements.approver_groups, ["oncall"]);
@@ -397,7 +397,7 @@ async fn break_glass_rolls_back_without_approval_and_is_loud() {
         dry_run: false,
     };
     assert!(c
-        .plan_rollback(&unknown)
+        .plan_rollback(&unknown, Utc::now())
         .await
         .unwrap_err()
         .to_string()

@@ -3,11 +3,49 @@
 //! violations.
 
 use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
 
 use super::{write_json, Exit, Format};
-pub use tollgate_app::plan::{compute_plan, load_fleet, PlanArgs, PlanOutcome, EMPTY_REVISION};
+pub use tollgate_app::plan::{PlanOutcome, EMPTY_REVISION};
+use tollgate_core::plan::Fleet;
 use tollgate_core::render::{plan_markdown, plan_text, Style};
 use tollgate_git::git::GitRepo;
+
+pub struct PlanArgs {
+    pub repo: PathBuf,
+    /// `None` plans the head against nothing: a repo's first revision.
+    pub base: Option<String>,
+    pub head: String,
+    pub fleet: Option<PathBuf>,
+    pub now: DateTime<Utc>,
+}
+
+pub fn load_fleet(path: &std::path::Path) -> anyhow::Result<Fleet> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading fleet file {}", path.display()))?;
+    serde_norway::from_str(&text).with_context(|| {
+        format!(
+            "{}: not a fleet file ({{devices: N, groups: {{group: N}}}})",
+            path.display()
+        )
+    })
+}
+
+/// Plans `base..head` of the repo at `args.repo`, naming revisions as git does.
+pub fn compute_plan(git: &GitRepo, args: &PlanArgs) -> anyhow::Result<PlanOutcome> {
+    let fleet = args.fleet.as_deref().map(load_fleet).transpose()?;
+    let head = git.resolve(&args.head)?;
+    let base = args.base.as_deref().map(|rev| git.resolve(rev)).transpose()?;
+    Ok(tollgate_app::plan::plan_commits(
+        git,
+        base.as_ref(),
+        &head,
+        fleet.as_ref(),
+        args.now,
+    )?)
+}
 
 pub fn plan_cmd(args: &PlanArgs, out: &mut dyn Write, format: Format, style: Style) -> anyhow::Result<Exit> {
     let git = GitRepo::open(&args.repo)?;

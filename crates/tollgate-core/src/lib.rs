@@ -19,6 +19,7 @@ pub mod format;
 pub mod ids;
 pub mod json;
 pub mod plan;
+pub mod planning;
 pub mod ports;
 pub mod promotion;
 pub mod render;

@@ -333,7 +333,11 @@ async fn rollback(
         ));
     }
     if req.dry_run {
-        let plan = state.controller().plan_rollback(&req).await.map_err(rollback_error)?;
+        let plan = state
+            .controller()
+            .plan_rollback(&req, state.now())
+            .await
+            .map_err(rollback_error)?;
         return Ok(Json(json!({"plan": plan})).into_response());
     }
     state.require_leader()?;

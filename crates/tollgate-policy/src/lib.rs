@@ -6,6 +6,7 @@
 //! evaluates `data.tollgate.risk.decision`, and the answer is validated
 //! ([`validate_decision`]) before anyone acts on it.
 
+use tollgate_core::planning::PolicySource;
 use tollgate_core::risk::{
     validate_decision, PolicyInput, RiskDecision, RiskError, RiskPolicy, DECISION_PACKAGE, DECISION_RULE,
 };
@@ -127,6 +128,17 @@ pub fn policy_engine(governing: &Snapshot) -> Result<PolicyEngine, RiskError> {
         .map(|p| (p.path.to_string(), p.doc.clone()))
         .collect();
     PolicyEngine::from_sources(&sources)
+}
+
+/// Compiles the policy of each governing revision it is asked for
+/// ([`policy_engine`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RegoPolicies;
+
+impl PolicySource for RegoPolicies {
+    fn policy_for(&mut self, governing: &Snapshot) -> Result<Box<dyn RiskPolicy>, RiskError> {
+        Ok(Box::new(policy_engine(governing)?))
+    }
 }
 
 #[cfg(test)]

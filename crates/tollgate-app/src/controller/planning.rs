@@ -18,7 +18,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::service::ControllerError;
+use super::service::{ControllerError, PlanFailure};
 use crate::plan::EMPTY_REVISION;
 use tollgate_core::catalog::Catalog;
 use tollgate_core::desired::Desired;
@@ -82,7 +82,7 @@ impl<'g> Planner<'g> {
         let head = read_valid(git, tip)?;
         let (engine, config) = match governing {
             None => (
-                PolicyEngine::builtin().map_err(|e| plan_error(tip, e.into()))?,
+                PolicyEngine::builtin().map_err(|e| plan_error(tip, PlanFailure::Policy(e)))?,
                 head.config.as_ref().map(|c| c.doc.clone()),
             ),
             Some(base) => {
@@ -95,7 +95,8 @@ impl<'g> Planner<'g> {
                         errors,
                     });
                 }
-                let engine = tollgate_policy::policy_engine(&gov).map_err(|e| plan_error(base, e.into()))?;
+                let engine =
+                    tollgate_policy::policy_engine(&gov).map_err(|e| plan_error(base, PlanFailure::Policy(e)))?;
                 (engine, gov.config.map(|c| c.doc))
             }
         };
@@ -219,13 +220,12 @@ impl<'g> Planner<'g> {
             if found != Some(&doc.digest) {
                 return Err(plan_error(
                     &self.tip,
-                    anyhow::anyhow!(
-                        "ring {} runs {key} at {} from revision {}, which does not hold that content; \
-                         refusing to judge the change against a guess",
-                        desired.ring,
-                        doc.digest,
-                        doc.revision
-                    ),
+                    PlanFailure::UnknownContent {
+                        ring: desired.ring.clone(),
+                        key: key.clone(),
+                        digest: doc.digest.clone(),
+                        revision: doc.revision.clone(),
+                    },
                 ));
             }
         }
@@ -242,7 +242,7 @@ impl<'g> Planner<'g> {
     }
 }
 
-fn plan_error(revision: &CommitSha, source: anyhow::Error) -> ControllerError {
+fn plan_error(revision: &CommitSha, source: PlanFailure) -> ControllerError {
     ControllerError::Plan {
         revision: revision.to_string(),
         source,

@@ -13,8 +13,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::service::PlanFailure;
 use super::service::{Controller, ControllerError, StoredPromotion};
-use crate::plan::{compute_plan, PlanArgs, PlanOutcome};
+use crate::plan::{plan_commits, PlanError, PlanOutcome};
 use tollgate_core::catalog::Catalog;
 use tollgate_core::desired::{Desired, DesiredDoc};
 use tollgate_core::ids::{CommitSha, Digest};
@@ -108,7 +109,11 @@ impl Controller {
             .collect())
     }
 
-    pub async fn plan_rollback(&self, req: &RollbackRequest) -> Result<RollbackPlan, RollbackError> {
+    pub async fn plan_rollback(
+        &self,
+        req: &RollbackRequest,
+        now: DateTime<Utc>,
+    ) -> Result<RollbackPlan, RollbackError> {
         let key = format!("baseline/{}", req.baseline);
         let mut running: Vec<Desired> = Vec::new();
         for (_, v) in self
@@ -181,16 +186,12 @@ impl Controller {
                 let name = req.baseline.clone();
                 tokio::task::spawn_blocking(move || -> Result<Option<PlannedChange>, ControllerError> {
                     let git = GitRepo::open(&mirror)?;
-                    let args = PlanArgs {
-                        repo: mirror.clone(),
-                        base: Some(base.to_string()),
-                        head: head.to_string(),
-                        fleet: None,
-                        now: Utc::now(),
-                    };
-                    let outcome = compute_plan(&git, &args).map_err(|source| ControllerError::Plan {
-                        revision: head.to_string(),
-                        source,
+                    let outcome = plan_commits(&git, Some(&base), &head, None, now).map_err(|e| match e {
+                        PlanError::Read(e) => ControllerError::Git(e),
+                        PlanError::Policy(e) => ControllerError::Plan {
+                            revision: head.to_string(),
+                            source: PlanFailure::Policy(e),
+                        },
                     })?;
                     Ok(match outcome {
                         PlanOutcome::Plan(p) => p
@@ -243,7 +244,7 @@ impl Controller {
         if req.break_glass_reason.as_deref().is_some_and(|r| r.trim().is_empty()) {
             return Err(RollbackError::NoReason);
         }
-        let plan = self.plan_rollback(req).await?;
+        let plan = self.plan_rollback(req, now).await?;
         // Rings, windows and membership come from the newest change promotion,
         // whose base config governs the fleet now.
         let latest = self

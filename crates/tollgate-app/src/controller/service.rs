@@ -34,6 +34,29 @@ use tollgate_store::{
 
 pub use tollgate_core::ports::{NoDevices, RingHealth};
 
+/// Why a revision could not be planned or adopted.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanFailure {
+    #[error("compiling the governing revision's policy/")]
+    Policy(#[source] tollgate_core::risk::RiskError),
+    #[error(
+        "ring {ring} runs {key} at {digest} from revision {revision}, which does not hold that content; \
+         refusing to judge the change against a guess"
+    )]
+    UnknownContent {
+        ring: String,
+        key: String,
+        digest: tollgate_core::ids::Digest,
+        revision: CommitSha,
+    },
+    #[error("cannot adopt a revision with invalid documents: {0}")]
+    AdoptInvalid(tollgate_core::format::FormatError),
+    #[error("no tollgate.yaml")]
+    NoConfig,
+    #[error("this controller has already published; adopting would overwrite governed state")]
+    AlreadyPublished,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
     #[error("store")]
@@ -44,7 +67,7 @@ pub enum ControllerError {
     Plan {
         revision: String,
         #[source]
-        source: anyhow::Error,
+        source: PlanFailure,
     },
     #[error("revision {revision} is not promoted: {} invalid document(s): {}", errors.len(), errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Invalid {
@@ -985,22 +1008,20 @@ impl Controller {
         if !errors.is_empty() {
             return Err(ControllerError::Plan {
                 revision: sha.to_string(),
-                source: anyhow::anyhow!("cannot adopt a revision with invalid documents: {}", errors[0]),
+                source: PlanFailure::AdoptInvalid(errors[0].clone()),
             });
         }
         let Some(config) = &snap.config else {
             return Err(ControllerError::Plan {
                 revision: sha.to_string(),
-                source: anyhow::anyhow!("no tollgate.yaml"),
+                source: PlanFailure::NoConfig,
             });
         };
         let _w = self.write.lock().await;
         if !self.store.kv_prefix("desired/").await?.is_empty() {
             return Err(ControllerError::Plan {
                 revision: sha.to_string(),
-                source: anyhow::anyhow!(
-                    "this controller has already published; adopting would overwrite governed state"
-                ),
+                source: PlanFailure::AlreadyPublished,
             });
         }
         let mut documents = std::collections::BTreeMap::new();
