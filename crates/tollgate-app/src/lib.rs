@@ -6,3 +6,4 @@
 pub mod controller;
 pub mod devices;
 pub mod plan;
+pub mod reconcile;

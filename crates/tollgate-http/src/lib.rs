@@ -38,12 +38,11 @@ pub mod poller;
 pub mod routes;
 pub mod server;
 
-use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Notify;
+use tollgate_app::reconcile::LoopShared;
 
 use tollgate_app::controller::Controller;
 use tollgate_app::devices::resolve::DesiredCache;
@@ -92,8 +91,8 @@ struct Inner {
     controller: Arc<Controller>,
     tokens: Tokens,
     metrics: Metrics,
-    status: RwLock<LoopStatus>,
-    trigger: Notify,
+    /// The controller loop's status and trigger.
+    shared: Arc<LoopShared>,
     options: ApiOptions,
     desired: Arc<DesiredCache>,
     devices: Option<Arc<Devices>>,
@@ -131,8 +130,7 @@ impl ApiState {
             controller,
             tokens,
             metrics: Metrics::new(),
-            status: RwLock::new(LoopStatus::default()),
-            trigger: Notify::new(),
+            shared: Arc::new(LoopShared::default()),
             options,
         }))
     }
@@ -169,20 +167,17 @@ impl ApiState {
     }
 
     pub fn status(&self) -> LoopStatus {
-        self.0.status.read().expect("status lock").clone()
+        self.0.shared.status()
     }
 
-    pub(crate) fn update_status<R>(&self, f: impl FnOnce(&mut LoopStatus) -> R) -> R {
-        f(&mut self.0.status.write().expect("status lock"))
+    /// What the API shares with the controller loop.
+    pub fn loop_shared(&self) -> &Arc<LoopShared> {
+        &self.0.shared
     }
 
     /// Wakes the loop for a pass now (or right after the one in progress).
     pub fn trigger(&self) {
-        self.0.trigger.notify_one();
-    }
-
-    pub(crate) fn triggered(&self) -> impl Future<Output = ()> + '_ {
-        self.0.trigger.notified()
+        self.0.shared.trigger();
     }
 
     /// Writes go through the leader only: one writer keeps the audit chain

@@ -265,12 +265,11 @@ impl Metrics {
         self.poll_duration.observe(took.as_secs_f64());
     }
 
-    pub fn poll_error(&self, stage: &str, transient: bool) {
-        let class = if transient { "transient" } else { "stalled" };
+    pub fn poll_error(&self, stage: &str, class: tollgate_app::reconcile::ErrorClass) {
         self.poll_errors
             .get_or_create(&ErrorLabels {
                 stage: stage.into(),
-                class: class.into(),
+                class: class.as_str().into(),
             })
             .inc();
     }
@@ -377,7 +376,7 @@ mod tests {
     fn exposes_every_family() {
         let m = Metrics::new();
         m.observe_poll(Duration::from_millis(30));
-        m.poll_error("poll", true);
+        m.poll_error("poll", tollgate_app::reconcile::ErrorClass::Transient);
         m.observe_request("GET", "/v1/promotions/{id}", 404, Duration::from_millis(2));
         let text = m.encode();
         for needle in [

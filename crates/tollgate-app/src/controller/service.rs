@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
+use tracing::Instrument;
 
 use super::planning::{plan_revision, replan_ring, Planned};
 use tollgate_core::audit::{Action, AuditChain, ChainHead};
@@ -537,7 +538,8 @@ impl Controller {
                         ));
                     }
                 }
-                if self.step(&rec, stored, &rings, extra, now).await? {
+                let span = tracing::info_span!("promotion", id = rec.id, phase = %rec.phase);
+                if self.step(&rec, stored, &rings, extra, now).instrument(span).await? {
                     moved += 1;
                 }
             }
@@ -1098,6 +1100,11 @@ impl Controller {
             .into_iter()
             .filter_map(|r| serde_json::from_value(r.body).ok())
             .collect())
+    }
+
+    /// Every live promotion (not complete, halted or superseded), oldest first.
+    pub async fn live_promotions(&self) -> Result<Vec<Promotion>, ControllerError> {
+        Ok(self.live().await?.into_iter().map(|(_, s)| s.promotion).collect())
     }
 
     async fn live(&self) -> Result<Vec<(PromotionRecord, StoredPromotion)>, ControllerError> {
