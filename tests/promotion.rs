@@ -195,7 +195,7 @@ fn audits(effects: &[Effect]) -> Vec<String> {
         .iter()
         .filter_map(|e| {
             if let Effect::Audit { action, .. } = e {
-                Some(action.clone())
+                Some(action.to_string())
             } else {
                 None
             }
@@ -534,7 +534,7 @@ proptest! {
                         prop_assert!(tier < 3 || tollgate::promotion::window::in_window(&p.windows["business-hours"], now));
                         next_ring += 1;
                     }
-                    Effect::Audit { action, .. } if action == "gate_passed" => {
+                    Effect::Audit { action, .. } if *action == tollgate::audit::Action::GatePassed => {
                         // A gate passes only on a healthy reading, or where the ring has no gate.
                         let ring = gates_passed;
                         prop_assert!(p.rings[ring].gate.is_none() || gate == healthy(), "gate {} passed on {:?}", ring, gate);

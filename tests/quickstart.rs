@@ -296,6 +296,16 @@ fn the_tour_passes_a_change_through_every_gate_halts_a_bad_one_and_a_rollback_re
         bad_sha.as_str()
     );
 
+    // Every event the tour caused has an action this version knows: none
+    // was written under a name the audit vocabulary lacks.
+    let unknown: Vec<&str> = s
+        .events
+        .iter()
+        .filter(|e| !e.action.is_known())
+        .map(|e| e.action.as_str())
+        .collect();
+    assert!(unknown.is_empty(), "actions outside the vocabulary: {unknown:?}");
+
     // The audit chain verifies from genesis, and the tour said so too.
     let report = tollgate::audit::verify(s.events.clone()).unwrap();
     assert_eq!(report.events, s.events.len() as u64);

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::audit::Action;
 use crate::ids::{CommitSha, Digest};
 use crate::promotion::{Promotion, PromotionKind};
 
@@ -91,7 +92,7 @@ pub fn fingerprint<'a>(documents: impl IntoIterator<Item = (&'a str, &'a Digest)
 /// Publishes `p` into `current`, ring `ring` of the promotion: the changes
 /// planned for that ring (a rollback's own). Returns the new desired state and
 /// the audit events (action, details) for pins held, set or released.
-pub fn publish(mut d: Desired, p: &Promotion, ring: usize, now: DateTime<Utc>) -> (Desired, Vec<(String, Value)>) {
+pub fn publish(mut d: Desired, p: &Promotion, ring: usize, now: DateTime<Utc>) -> (Desired, Vec<(Action, Value)>) {
     let mut events = Vec::new();
     let changes: &[crate::promotion::ChangeItem] = match p.kind {
         PromotionKind::Rollback => &p.changes,
@@ -112,7 +113,7 @@ pub fn publish(mut d: Desired, p: &Promotion, ring: usize, now: DateTime<Utc>) -
                     },
                 );
                 events.push((
-                    "ring_pinned".to_string(),
+                    Action::RingPinned,
                     json!({"ring": d.ring, "document": c.key, "to": p.revision, "rollback": p.id}),
                 ));
             }
@@ -120,13 +121,13 @@ pub fn publish(mut d: Desired, p: &Promotion, ring: usize, now: DateTime<Utc>) -
                 if let Some(pin) = d.pins.get(&c.key) {
                     if pin.bad_digest == c.digest {
                         events.push((
-                            "pin_held".to_string(),
+                            Action::PinHeld,
                             json!({"ring": d.ring, "document": c.key, "revision": p.revision, "rollback": pin.rollback}),
                         ));
                         continue;
                     }
                     events.push((
-                        "ring_unpinned".to_string(),
+                        Action::RingUnpinned,
                         json!({"ring": d.ring, "document": c.key, "revision": p.revision,
                                "why": "git moved past the rolled-back content"}),
                     ));

@@ -16,6 +16,7 @@ use serde_json::json;
 use super::service::PlanFailure;
 use super::service::{Controller, ControllerError, StoredPromotion};
 use crate::plan::{plan_commits, PlanError, PlanOutcome};
+use tollgate_core::audit::Action;
 use tollgate_core::catalog::Catalog;
 use tollgate_core::desired::{Desired, DesiredDoc};
 use tollgate_core::ids::{CommitSha, Digest};
@@ -312,7 +313,7 @@ impl Controller {
         let subject = format!("promotion/{id}");
         let mut events = vec![(
             actor.to_string(),
-            "rollback_requested".to_string(),
+            Action::RollbackRequested,
             subject.clone(),
             json!({"document": plan.document, "rings": plan.rings, "from": plan.current, "to": plan.target_revision,
                    "verified": plan.verified, "tier": tier, "not_rollback_effective": plan.not_rollback_effective}),
@@ -320,13 +321,13 @@ impl Controller {
         if let Some(bg) = &break_glass {
             events.push((
                 actor.to_string(),
-                "break_glass".into(),
+                Action::BreakGlass,
                 subject.clone(),
                 json!({"reason": bg.reason, "skips": ["approvals", "windows", "freezes"]}),
             ));
             events.push((
                 "controller".into(),
-                "follow_up_review_requested".into(),
+                Action::FollowUpReviewRequested,
                 subject,
                 json!({"requirements": plan.requirements, "due_within_hours": 24}),
             ));

@@ -143,7 +143,7 @@ struct AutoRollback {
 /// one for any baseline of the change.
 fn auto_rollback(before: &Promotion, after: &Promotion, fx: &[Effect]) -> Option<AutoRollback> {
     let failed = fx.iter().find_map(|e| match e {
-        Effect::Audit { action, details, .. } if action == "gate_failed" => Some(details),
+        Effect::Audit { action, details, .. } if *action == Action::GateFailed => Some(details),
         _ => None,
     })?;
     if before.kind != PromotionKind::Change || !matches!(after.phase, Phase::Halted { .. }) {
@@ -253,7 +253,7 @@ impl Controller {
     pub async fn commit_events(
         &self,
         t: Transition,
-        events: Vec<(String, String, String, Value)>,
+        events: Vec<(String, Action, String, Value)>,
         now: DateTime<Utc>,
     ) -> Result<(), ControllerError> {
         self.commit_locked(t, events, now).await
@@ -263,7 +263,7 @@ impl Controller {
     pub(crate) async fn commit_locked(
         &self,
         t: Transition,
-        events: Vec<(String, String, String, Value)>,
+        events: Vec<(String, Action, String, Value)>,
         now: DateTime<Utc>,
     ) -> Result<(), ControllerError> {
         let _w = self.write.lock().await;
@@ -332,7 +332,7 @@ impl Controller {
         };
         let event = (
             self.identity.clone(),
-            "revision_refused".to_string(),
+            Action::RevisionRefused,
             format!("revision/{tip}"),
             record,
         );
@@ -389,7 +389,7 @@ impl Controller {
             let (p, mut fx) = next(&stored.promotion, &superseding(now, &[], &stored.members, tip));
             for e in &mut fx {
                 if let Effect::Audit { action, details, .. } = e {
-                    if action == "promotion_superseded" {
+                    if *action == Action::PromotionSuperseded {
                         details["reason"] = json!(format!(
                             "revision {} is no longer on branch {}: history was rewritten",
                             stored.promotion.revision, self.branch
@@ -440,13 +440,13 @@ impl Controller {
         let subject = format!("promotion/{id}");
         events.push((
             "controller".to_string(),
-            "plan_recorded".to_string(),
+            Action::PlanRecorded,
             subject.clone(),
             planned.plan,
         ));
         events.push((
             "controller".to_string(),
-            "promotion_created".to_string(),
+            Action::PromotionCreated,
             subject.clone(),
             json!({"revision": promotion.revision, "base": promotion.base, "tier": promotion.tier,
                    "violations": promotion.violations, "authors": promotion.authors,
@@ -476,7 +476,7 @@ impl Controller {
             }
             events.push((
                 "controller".to_string(),
-                "reviews_carried_over".to_string(),
+                Action::ReviewsCarriedOver,
                 subject.clone(),
                 json!({"from": format!("promotion/{from}"), "reviews": reviews.len(),
                        "reviewers": reviews.iter().map(|r| r.reviewer.as_str()).collect::<Vec<_>>()}),
@@ -530,7 +530,7 @@ impl Controller {
                         }
                         extra.push((
                             self.identity.clone(),
-                            "ring_planned".to_string(),
+                            Action::RingPlanned,
                             format!("promotion/{}", rec.id),
                             json!({"ring": p.rings[*ring].name, "tier": rc.tier, "against": rc.against,
                                    "changes": rc.changes.iter().map(|c| json!({"key": c.key, "tier": c.tier, "digest": c.digest})).collect::<Vec<_>>(),
@@ -696,7 +696,7 @@ impl Controller {
         rec: &PromotionRecord,
         stored: StoredPromotion,
         rings: &BTreeMap<String, Desired>,
-        extra: Vec<(String, String, String, Value)>,
+        extra: Vec<(String, Action, String, Value)>,
         now: DateTime<Utc>,
     ) -> Result<bool, ControllerError> {
         let reviews = self.reviews(rec.id).await?;
@@ -738,7 +738,7 @@ impl Controller {
         if let Some(auto) = auto_rollback(p, &np, &fx) {
             events.push((
                 self.identity.clone(),
-                "auto_rollback_requested".to_string(),
+                Action::AutoRollbackRequested,
                 format!("promotion/{}", rec.id),
                 json!({"ring": auto.ring, "baselines": auto.baselines.iter().map(|(b, _)| b).collect::<Vec<_>>(),
                        "reason": auto.reason}),
@@ -762,7 +762,7 @@ impl Controller {
     async fn collect(
         &self,
         t: &mut Transition,
-        events: &mut Vec<(String, String, String, Value)>,
+        events: &mut Vec<(String, Action, String, Value)>,
         rec: &PromotionRecord,
         p: Promotion,
         members: StaticMembership,
@@ -817,7 +817,7 @@ impl Controller {
     async fn commit(
         &self,
         mut t: Transition,
-        events: Vec<(String, String, String, Value)>,
+        events: Vec<(String, Action, String, Value)>,
         now: DateTime<Utc>,
     ) -> Result<(), ControllerError> {
         let head = self.store.audit_head().await?;
@@ -829,7 +829,7 @@ impl Controller {
             None => ChainHead::genesis(),
         });
         for (actor, action, subject, details) in events {
-            let e = chain.append(now, actor, Action::parse(&action), subject, details);
+            let e = chain.append(now, actor, action, subject, details);
             t.audit.push(AuditRow {
                 seq: e.seq as i64,
                 at: e.at,
@@ -890,7 +890,7 @@ impl Controller {
                 t,
                 vec![(
                     reviewer.to_string(),
-                    "review_recorded".into(),
+                    Action::ReviewRecorded,
                     format!("promotion/{id}"),
                     details,
                 )],
@@ -969,13 +969,13 @@ impl Controller {
             let events = vec![
                 (
                     actor.to_string(),
-                    "break_glass".to_string(),
+                    Action::BreakGlass,
                     subject.clone(),
                     json!({"reason": reason, "skips": ["approvals", "windows", "freezes"], "phase": p.phase.name()}),
                 ),
                 (
                     "controller".to_string(),
-                    "follow_up_review_requested".to_string(),
+                    Action::FollowUpReviewRequested,
                     subject,
                     json!({"needs": needs, "due_within_hours": 24}),
                 ),
@@ -1068,7 +1068,7 @@ impl Controller {
         let details = json!({"revision": sha, "documents": documents.len(), "rings": rings});
         self.commit(
             t,
-            vec![(actor.to_string(), "adopted".into(), format!("revision/{sha}"), details)],
+            vec![(actor.to_string(), Action::Adopted, format!("revision/{sha}"), details)],
             now,
         )
         .await?;

@@ -30,6 +30,7 @@ use tokio::sync::{Mutex, Semaphore, SemaphorePermit, TryAcquireError};
 use super::resolve::DesiredCache;
 use crate::controller::config::ReporterScope;
 use crate::controller::{Controller, ControllerError, RingHealth};
+use tollgate_core::audit::Action;
 use tollgate_core::catalog::Catalog;
 use tollgate_core::devices::fleet::{DeviceChange, Finding, Fleet, FleetOptions, GateBaseline, Overdue};
 use tollgate_core::devices::report::{read_stored_report, report_json, DeviceReport, ParsedBatch};
@@ -387,18 +388,21 @@ impl Devices {
         &self,
         change: &DeviceChange,
         t: &mut Transition,
-        events: &mut Vec<(String, String, String, Value)>,
+        events: &mut Vec<(String, Action, String, Value)>,
         outcome: &mut IngestOutcome,
     ) {
         if change.opened.is_empty() && change.closed.is_empty() {
             return;
         }
         let subject = format!("device/{}", change.device);
-        for (action, list) in [("finding_opened", &change.opened), ("finding_closed", &change.closed)] {
+        for (action, list) in [
+            (Action::FindingOpened, &change.opened),
+            (Action::FindingClosed, &change.closed),
+        ] {
             for f in list {
                 events.push((
                     "controller".into(),
-                    action.into(),
+                    action.clone(),
                     subject.clone(),
                     json!({"kind": f.kind, "baseline": f.baseline, "setting": f.setting,
                            "ring": change.ring, "opened_at": f.opened_at}),
@@ -431,7 +435,7 @@ impl Devices {
             }
             events.push((
                 "controller".to_string(),
-                "exception_expired".to_string(),
+                Action::ExceptionExpired,
                 format!("exception/{name}"),
                 json!({"expires": expires, "ring": ring}),
             ));
@@ -499,7 +503,7 @@ impl Devices {
                     };
                     events.push((
                         "controller".to_string(),
-                        "remediation_opened".to_string(),
+                        Action::RemediationOpened,
                         format!("remediation/{}", r.item.id),
                         json!({"baseline": r.item.baseline, "kind": r.item.kind, "setting": r.item.setting,
                                "owners": r.item.owners, "tier": r.item.tier, "devices": r.item.devices,
@@ -514,7 +518,7 @@ impl Devices {
             if !live.contains(key) {
                 events.push((
                     "controller".to_string(),
-                    "remediation_closed".to_string(),
+                    Action::RemediationClosed,
                     format!("remediation/{}", r.item.id),
                     json!({"baseline": r.item.baseline, "kind": r.item.kind, "setting": r.item.setting,
                            "opened_at": r.opened_at}),

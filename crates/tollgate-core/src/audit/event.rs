@@ -142,13 +142,19 @@ pub enum Action {
     RingContentChanged,
     ReviewsCarriedOver,
     RevisionRefused,
+    ApprovalWithdrawn,
+    AutoRollbackRequested,
+    RemediationOpened,
+    RemediationClosed,
+    PinHeld,
+    ReviewRecorded,
     /// An action name this version does not know.
     Other(String),
 }
 
 impl Action {
     /// Every action this version knows, in the order of the enum.
-    pub const KNOWN: [Action; 29] = [
+    pub const KNOWN: [Action; 35] = [
         Action::PlanRecorded,
         Action::PromotionCreated,
         Action::ApprovalCounted,
@@ -178,6 +184,12 @@ impl Action {
         Action::RingContentChanged,
         Action::ReviewsCarriedOver,
         Action::RevisionRefused,
+        Action::ApprovalWithdrawn,
+        Action::AutoRollbackRequested,
+        Action::RemediationOpened,
+        Action::RemediationClosed,
+        Action::PinHeld,
+        Action::ReviewRecorded,
     ];
 
     pub fn as_str(&self) -> &str {
@@ -211,6 +223,12 @@ impl Action {
             Action::RingContentChanged => "ring_content_changed",
             Action::ReviewsCarriedOver => "reviews_carried_over",
             Action::RevisionRefused => "revision_refused",
+            Action::ApprovalWithdrawn => "approval_withdrawn",
+            Action::AutoRollbackRequested => "auto_rollback_requested",
+            Action::RemediationOpened => "remediation_opened",
+            Action::RemediationClosed => "remediation_closed",
+            Action::PinHeld => "pin_held",
+            Action::ReviewRecorded => "review_recorded",
             Action::Other(name) => name,
         }
     }
@@ -240,12 +258,6 @@ impl From<String> for Action {
             Action::Other(_) => Action::Other(name),
             known => known,
         }
-    }
-}
-
-impl From<&str> for Action {
-    fn from(name: &str) -> Self {
-        Action::parse(name)
     }
 }
 

@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 
 use super::approvals::{evaluate, ApprovalResult, Membership, Review, Subject};
 use super::window::{active_freeze, in_window, next_opening};
+use crate::audit::Action;
 use crate::format::{Freeze, Gate, Window};
 use crate::ids::{CommitSha, Digest};
 use crate::risk::Requirements;
@@ -256,7 +257,7 @@ impl Facts<'_> {
 pub enum Effect {
     /// Append to the audit log (in the same store transaction as the state).
     Audit {
-        action: String,
+        action: Action,
         subject: String,
         details: Value,
     },
@@ -286,9 +287,9 @@ pub fn next(p: &Promotion, facts: &Facts) -> (Promotion, Vec<Effect>) {
     (cur, effects)
 }
 
-fn audit(p: &Promotion, effects: &mut Vec<Effect>, action: &str, details: Value) {
+fn audit(p: &Promotion, effects: &mut Vec<Effect>, action: Action, details: Value) {
     effects.push(Effect::Audit {
-        action: action.to_string(),
+        action,
         subject: format!("promotion/{}", p.id),
         details,
     });
@@ -299,7 +300,12 @@ fn step(p: &mut Promotion, f: &Facts, measured: Option<usize>, fx: &mut Vec<Effe
         return;
     }
     if let Some(by) = &f.superseded_by {
-        audit(p, fx, "promotion_superseded", json!({"from": p.phase.name(), "by": by}));
+        audit(
+            p,
+            fx,
+            Action::PromotionSuperseded,
+            json!({"from": p.phase.name(), "by": by}),
+        );
         p.phase = Phase::Superseded { by: by.clone() };
         return;
     }
@@ -308,7 +314,7 @@ fn step(p: &mut Promotion, f: &Facts, measured: Option<usize>, fx: &mut Vec<Effe
         audit(
             p,
             fx,
-            "promotion_halted",
+            Action::PromotionHalted,
             json!({"from": p.phase.name(), "actor": h.actor, "reason": h.reason}),
         );
         p.phase = Phase::Halted {
@@ -334,7 +340,7 @@ fn step(p: &mut Promotion, f: &Facts, measured: Option<usize>, fx: &mut Vec<Effe
                 audit(
                     p,
                     fx,
-                    "promotion_approved",
+                    Action::PromotionApproved,
                     json!({"ring": p.rings[ring].name, "counted": counted, "rejected": rejected,
                            "break_glass": p.break_glass}),
                 );
@@ -357,7 +363,7 @@ fn step(p: &mut Promotion, f: &Facts, measured: Option<usize>, fx: &mut Vec<Effe
                 audit(
                     p,
                     fx,
-                    "approval_withdrawn",
+                    Action::ApprovalWithdrawn,
                     json!({"ring": p.rings[ring].name, "missing": missing}),
                 );
                 p.approvals = results;
@@ -381,7 +387,7 @@ fn step(p: &mut Promotion, f: &Facts, measured: Option<usize>, fx: &mut Vec<Effe
             audit(
                 p,
                 fx,
-                "ring_promoted",
+                Action::RingPromoted,
                 json!({"ring": r.name, "revision": p.revision, "soak_until": until}),
             );
             p.phase = Phase::Soaking {
@@ -405,7 +411,7 @@ fn step(p: &mut Promotion, f: &Facts, measured: Option<usize>, fx: &mut Vec<Effe
                     audit(
                         p,
                         fx,
-                        "gate_failed",
+                        Action::GateFailed,
                         json!({"ring": p.rings[ring].name, "reading": reading, "reason": reason}),
                     );
                     p.phase = Phase::Halted {
@@ -417,13 +423,13 @@ fn step(p: &mut Promotion, f: &Facts, measured: Option<usize>, fx: &mut Vec<Effe
                     audit(
                         p,
                         fx,
-                        "gate_passed",
+                        Action::GatePassed,
                         json!({"ring": p.rings[ring].name, "reading": reading}),
                     );
                     p.ring_passed_at.truncate(ring);
                     p.ring_passed_at.push(f.now);
                     if ring + 1 == p.rings.len() {
-                        audit(p, fx, "promotion_completed", json!({"revision": p.revision}));
+                        audit(p, fx, Action::PromotionCompleted, json!({"revision": p.revision}));
                         p.phase = Phase::Complete;
                     } else {
                         // Approvals are checked again at each ring promotion
@@ -443,7 +449,7 @@ fn replan(p: &mut Promotion, fx: &mut Vec<Effect>, ring: usize) {
     audit(
         p,
         fx,
-        "ring_content_changed",
+        Action::RingContentChanged,
         json!({"ring": p.rings[ring].name, "from": p.phase.name(),
                "why": "the ring runs other content than it was planned against; it is planned again"}),
     );
@@ -465,7 +471,7 @@ fn step_window(p: &mut Promotion, f: &Facts, fx: &mut Vec<Effect>, ring: usize) 
                 audit(
                     p,
                     fx,
-                    "waiting_window",
+                    Action::WaitingWindow,
                     json!({"ring": p.rings[ring].name, "reason": reason, "until": until}),
                 );
                 p.phase = waiting;
