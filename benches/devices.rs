@@ -191,7 +191,7 @@ impl Stored {
             controller.adopt("HEAD", "bench", Utc::now()).await.unwrap();
             let devices = Devices::new(
                 shared,
-                controller,
+                controller.ledger().clone(),
                 Arc::new(DesiredCache::new(mirror, Catalog::builtin())),
             );
             devices.load().await.unwrap();

@@ -76,7 +76,7 @@ async fn serve(dir: &Path, clock: Arc<Mutex<DateTime<Utc>>>) -> Harness {
         fleet.clone(),
     ));
     let cache = Arc::new(DesiredCache::new(mirror, Catalog::builtin()));
-    let devices = Devices::new(fleet, controller.clone(), cache);
+    let devices = Devices::new(fleet, controller.ledger().clone(), cache);
     devices.load().await.unwrap();
     let c = clock.clone();
     let options = ApiOptions {

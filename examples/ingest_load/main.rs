@@ -121,7 +121,7 @@ async fn serve_ceiling(config: ControllerConfig) -> anyhow::Result<()> {
     }
     controller.adopt("HEAD", "bench", Utc::now()).await?;
     let cache = Arc::new(DesiredCache::new(mirror, Catalog::builtin()));
-    let devices = Devices::new(fleet, controller.clone(), cache);
+    let devices = Devices::new(fleet, controller.ledger().clone(), cache);
     devices.load().await?;
     let interval = config.interval();
     let options = ApiOptions {

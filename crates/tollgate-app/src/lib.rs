@@ -5,5 +5,6 @@
 
 pub mod controller;
 pub mod devices;
+pub mod ledger;
 pub mod plan;
 pub mod reconcile;

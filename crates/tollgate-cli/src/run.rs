@@ -132,7 +132,7 @@ pub(crate) async fn start_with(
         None => None,
     };
     let cache = Arc::new(DesiredCache::new(mirror, Catalog::builtin()));
-    let devices = Devices::new(fleet, controller.clone(), cache);
+    let devices = Devices::new(fleet, controller.ledger().clone(), cache);
     let loaded = devices.load().await.context("loading the stored device states")?;
     tracing::info!(devices = loaded, "device index loaded");
     let interval = config.interval();

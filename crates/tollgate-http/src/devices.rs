@@ -45,7 +45,7 @@ fn overloaded() -> Response {
 impl From<DevicesError> for ApiError {
     fn from(e: DevicesError) -> Self {
         match e {
-            DevicesError::Controller(e) => e.into(),
+            DevicesError::Join(_) => ApiError::internal(&e),
             DevicesError::Store(e) => e.into(),
             DevicesError::Overloaded => ApiError::unavailable(e.to_string()),
             DevicesError::Resolve(m) => ApiError::unavailable(format!("resolving the desired state: {m}")),

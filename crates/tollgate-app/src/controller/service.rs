@@ -14,11 +14,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::Mutex;
 use tracing::Instrument;
 
 use super::planning::{plan_revision, replan_ring, Planned};
-use tollgate_core::audit::{Action, AuditChain, ChainHead};
+use crate::ledger::{Ledger, LedgerError, OutboxMessage};
+use tollgate_core::audit::Action;
 use tollgate_core::catalog::Catalog;
 use tollgate_core::desired;
 pub use tollgate_core::desired::Desired;
@@ -29,9 +29,7 @@ use tollgate_core::promotion::{
 };
 use tollgate_core::snapshot::Snapshot;
 use tollgate_git::git::{clone_or_fetch, GitRepo};
-use tollgate_store::{
-    AuditRow, NewReview, PromotionFilter, PromotionRecord, PromotionWrite, Store, StoreError, Transition,
-};
+use tollgate_store::{NewReview, PromotionFilter, PromotionRecord, PromotionWrite, Store, StoreError, Transition};
 
 pub use tollgate_core::ports::{NoDevices, RingHealth};
 
@@ -62,6 +60,8 @@ pub enum PlanFailure {
 pub enum ControllerError {
     #[error("store")]
     Store(#[from] StoreError),
+    #[error("outbox")]
+    Outbox(#[from] LedgerError),
     #[error("git source")]
     Git(#[from] tollgate_git::git::GitError),
     #[error("planning {revision}")]
@@ -111,7 +111,9 @@ impl ControllerError {
     /// Whether retrying later may succeed without a human.
     pub fn is_transient(&self) -> bool {
         match self {
-            ControllerError::Store(e) => e.is_transient() || e.is_conflict(),
+            ControllerError::Store(e) | ControllerError::Outbox(LedgerError::Store(e)) => {
+                e.is_transient() || e.is_conflict()
+            }
             ControllerError::Git(e) => e.is_transient(),
             _ => false,
         }
@@ -180,7 +182,7 @@ pub struct Controller {
     mirror: PathBuf,
     health: Arc<dyn RingHealth>,
     /// All writes go through here: one writer keeps the audit chain linear.
-    write: Mutex<()>,
+    ledger: Arc<Ledger>,
     pub identity: String,
     /// Called on the planning thread before each plan (instrumentation; the
     /// tests use it to hold planning while they act).
@@ -214,12 +216,12 @@ impl Controller {
         health: Arc<dyn RingHealth>,
     ) -> Self {
         Controller {
+            ledger: Ledger::new(store.clone()),
             store,
             url,
             branch,
             mirror,
             health,
-            write: Mutex::new(()),
             identity: "controller".into(),
             plan_hook: None,
             verify: None,
@@ -241,6 +243,31 @@ impl Controller {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The store's one writer, shared with the devices service.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    /// Delivers what committed decisions must still tell others (the
+    /// outbox): each ring published since. Run after every commit and at the
+    /// start of each reconcile, so a crash in between loses nothing.
+    pub async fn deliver(&self) -> Result<usize, ControllerError> {
+        let _w = self.ledger.lock().await;
+        self.deliver_locked().await
+    }
+
+    /// [`Controller::deliver`] under the write lock the caller holds.
+    async fn deliver_locked(&self) -> Result<usize, ControllerError> {
+        let pending = self.ledger.pending().await?;
+        for (key, message) in &pending {
+            match message {
+                OutboxMessage::Published { ring, at } => self.health.published(ring, *at),
+            }
+            self.ledger.delivered(key, message).await?;
+        }
+        Ok(pending.len())
     }
 
     /// The local bare mirror of the governed repo.
@@ -266,7 +293,7 @@ impl Controller {
         events: Vec<(String, Action, String, Value)>,
         now: DateTime<Utc>,
     ) -> Result<(), ControllerError> {
-        let _w = self.write.lock().await;
+        let _w = self.ledger.lock().await;
         self.commit(t, events, now).await
     }
 
@@ -315,7 +342,7 @@ impl Controller {
 
     /// Records, once per tip, that a revision is not promoted and why.
     async fn refused(&self, tip: &CommitSha, why: &ControllerError, now: DateTime<Utc>) -> Result<(), ControllerError> {
-        let _w = self.write.lock().await;
+        let _w = self.ledger.lock().await;
         let already = self.store.kv_get(keys::SOURCE_REFUSED).await?;
         if already.as_ref().and_then(|v| v.get("revision")).and_then(Value::as_str) == Some(tip.as_str()) {
             return Ok(());
@@ -378,7 +405,7 @@ impl Controller {
         if dropped.is_empty() {
             return Ok(());
         }
-        let _w = self.write.lock().await;
+        let _w = self.ledger.lock().await;
         let mut t = Transition::default();
         let mut events = Vec::new();
         for id in dropped {
@@ -406,7 +433,7 @@ impl Controller {
     /// Creates the promotion of `tip` from its plan, superseding older live
     /// change promotions and carrying their reviews over.
     async fn create(&self, planned: Planned, tip: &CommitSha, now: DateTime<Utc>) -> Result<i64, ControllerError> {
-        let _w = self.write.lock().await;
+        let _w = self.ledger.lock().await;
         if self.seen_tip().await?.as_ref() == Some(tip) {
             // Another pass planned the same tip meanwhile.
             let filter = PromotionFilter {
@@ -492,10 +519,12 @@ impl Controller {
     /// promotion whose next ring runs other content than it was planned
     /// against is planned again first (outside the write lock).
     pub async fn reconcile(&self, now: DateTime<Utc>) -> Result<usize, ControllerError> {
+        // What an earlier pass decided but did not get to tell (a crash).
+        self.deliver().await?;
         let replans = self.replans(now).await?;
         let mut moved = 0;
         {
-            let _w = self.write.lock().await;
+            let _w = self.ledger.lock().await;
             let rings = self.ring_states().await?;
             for (rec, mut stored) in self.live().await? {
                 let mut extra = Vec::new();
@@ -797,6 +826,11 @@ impl Controller {
                         }
                     };
                     let (next_desired, pin_events) = desired::publish(current, &p, index, now);
+                    OutboxMessage::Published {
+                        ring: ring.clone(),
+                        at: next_desired.published_at,
+                    }
+                    .write_to(t);
                     for (action, details) in pin_events {
                         events.push((self.identity.clone(), action, format!("promotion/{}", p.id), details));
                     }
@@ -816,42 +850,14 @@ impl Controller {
     /// Seals `events` onto the stored audit chain and commits everything.
     async fn commit(
         &self,
-        mut t: Transition,
+        t: Transition,
         events: Vec<(String, Action, String, Value)>,
         now: DateTime<Utc>,
     ) -> Result<(), ControllerError> {
-        let head = self.store.audit_head().await?;
-        let mut chain = AuditChain::from_head(match &head {
-            Some(h) => ChainHead {
-                seq: h.seq as u64,
-                hash: h.hash.clone(),
-            },
-            None => ChainHead::genesis(),
-        });
-        for (actor, action, subject, details) in events {
-            let e = chain.append(now, actor, action, subject, details);
-            t.audit.push(AuditRow {
-                seq: e.seq as i64,
-                at: e.at,
-                actor: e.actor,
-                action: e.action.as_str().to_string(),
-                subject: e.subject,
-                details: e.details,
-                prev: e.prev,
-                hash: e.hash,
-            });
-        }
-        let published: Vec<(String, DateTime<Utc>)> =
-            t.kv.iter()
-                .filter(|(k, _)| k.starts_with("desired/"))
-                .filter_map(|(_, v)| {
-                    let d: Desired = serde_json::from_value(v.clone()?).ok()?;
-                    Some((d.ring, d.published_at))
-                })
-                .collect();
-        self.store.commit(t).await?;
-        for (ring, at) in published {
-            self.health.published(&ring, at);
+        self.ledger.commit(t, events, now).await?;
+        // The decision is stored; telling others may fail and is retried.
+        if let Err(e) = self.deliver_locked().await {
+            tracing::warn!(error = %tollgate_core::errors::chain(&e), "outbox not delivered; the next pass retries");
         }
         Ok(())
     }
@@ -866,7 +872,7 @@ impl Controller {
         now: DateTime<Utc>,
     ) -> Result<Promotion, ControllerError> {
         {
-            let _w = self.write.lock().await;
+            let _w = self.ledger.lock().await;
             let (_, stored) = self.load(id).await?;
             let p = &stored.promotion;
             if p.phase.is_terminal() {
@@ -911,7 +917,7 @@ impl Controller {
         now: DateTime<Utc>,
     ) -> Result<Promotion, ControllerError> {
         {
-            let _w = self.write.lock().await;
+            let _w = self.ledger.lock().await;
             let (_, stored) = self.load(id).await?;
             if stored.promotion.phase.is_terminal() {
                 return Err(ControllerError::NotLive {
@@ -945,7 +951,7 @@ impl Controller {
         now: DateTime<Utc>,
     ) -> Result<Promotion, ControllerError> {
         {
-            let _w = self.write.lock().await;
+            let _w = self.ledger.lock().await;
             let (rec, mut stored) = self.load(id).await?;
             if stored.promotion.phase.is_terminal() {
                 return Err(ControllerError::NotLive {
@@ -1019,7 +1025,7 @@ impl Controller {
                 source: PlanFailure::NoConfig,
             });
         };
-        let _w = self.write.lock().await;
+        let _w = self.ledger.lock().await;
         if !self.store.kv_prefix("desired/").await?.is_empty() {
             return Err(ControllerError::Plan {
                 revision: sha.to_string(),
@@ -1062,6 +1068,11 @@ impl Controller {
                 keys::desired(&ring.name),
                 Some(serde_json::to_value(d).expect("desired state serialises")),
             ));
+            OutboxMessage::Published {
+                ring: ring.name.clone(),
+                at: now,
+            }
+            .write_to(&mut t);
         }
         t.kv.push((keys::SOURCE_TIP.into(), Some(json!(sha.as_str()))));
         let rings: Vec<&str> = config.doc.rings.iter().map(|r| r.name.as_str()).collect();

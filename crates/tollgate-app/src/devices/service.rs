@@ -15,8 +15,8 @@
 //!
 //! A batch of reports is one store transition: the device rows, their
 //! findings and the audit events of findings opened and closed commit
-//! together, under the controller's write lock so the audit chain stays one
-//! line. The index is updated first and put back if the commit fails, so the
+//! together, through the audit ledger the controller also writes with, so
+//! the audit chain stays one line. The index is updated first and put back if the commit fails, so the
 //! devices' resent reports are not mistaken for duplicates.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -29,7 +29,8 @@ use tokio::sync::{Mutex, Semaphore, SemaphorePermit, TryAcquireError};
 
 use super::resolve::DesiredCache;
 use crate::controller::config::ReporterScope;
-use crate::controller::{Controller, ControllerError, RingHealth};
+use crate::controller::RingHealth;
+use crate::ledger::Ledger;
 use tollgate_core::audit::Action;
 use tollgate_core::catalog::Catalog;
 use tollgate_core::devices::fleet::{DeviceChange, Finding, Fleet, FleetOptions, GateBaseline, Overdue};
@@ -124,9 +125,9 @@ pub enum DevicesError {
     #[error("too many report batches in flight; retry shortly")]
     Overloaded,
     #[error(transparent)]
-    Controller(#[from] ControllerError),
-    #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("a blocking task failed: {0}")]
+    Join(String),
     #[error("resolving the desired state: {0}")]
     Resolve(String),
 }
@@ -148,7 +149,7 @@ struct ExpiredMark {
 
 pub struct Devices {
     shared: Arc<SharedFleet>,
-    controller: Arc<Controller>,
+    ledger: Arc<Ledger>,
     cache: Arc<DesiredCache>,
     /// One batch at a time goes through the index and the store.
     ingest: Mutex<()>,
@@ -168,10 +169,10 @@ impl Devices {
     /// Admits this many batches at once (one runs, the rest wait).
     pub const MAX_ADMITTED: usize = 8;
 
-    pub fn new(shared: Arc<SharedFleet>, controller: Arc<Controller>, cache: Arc<DesiredCache>) -> Arc<Devices> {
+    pub fn new(shared: Arc<SharedFleet>, ledger: Arc<Ledger>, cache: Arc<DesiredCache>) -> Arc<Devices> {
         Arc::new(Devices {
             shared,
-            controller,
+            ledger,
             cache,
             ingest: Mutex::new(()),
             admitted: Semaphore::new(Self::MAX_ADMITTED),
@@ -186,7 +187,7 @@ impl Devices {
     }
 
     fn store(&self) -> &Arc<dyn Store> {
-        self.controller.store()
+        self.ledger.store()
     }
 
     /// Loads persisted devices, findings and gate references, then the
@@ -226,7 +227,7 @@ impl Devices {
                 .collect::<Vec<_>>()
         })
         .await
-        .map_err(|e| ControllerError::Join(e.to_string()))?;
+        .map_err(|e| DevicesError::Join(e.to_string()))?;
         let mut fleet = self.shared.write();
         let mut loaded = 0;
         for (key, mut report) in reports {
@@ -370,7 +371,7 @@ impl Devices {
         if t.is_empty() {
             return Ok((outcome, refused));
         }
-        let committed = self.controller.commit_events(t, events, now).await;
+        let committed = self.ledger.commit_locked(t, events, now).await;
         if let Err(e) = committed {
             let mut fleet = self.shared.write();
             for s in saved.into_iter().rev() {
@@ -443,8 +444,8 @@ impl Devices {
             out.exceptions_expired += 1;
         }
         if !t.kv.is_empty() {
-            self.controller
-                .commit_events(std::mem::take(&mut t), std::mem::take(&mut events), now)
+            self.ledger
+                .commit_locked(std::mem::take(&mut t), std::mem::take(&mut events), now)
                 .await?;
         }
         let changes = self.shared.write().recompute(now);
@@ -455,7 +456,7 @@ impl Devices {
             for change in chunk {
                 self.record(change, &mut t, &mut events, &mut outcome);
             }
-            self.controller.commit_events(t, events, now).await?;
+            self.ledger.commit_locked(t, events, now).await?;
         }
         out.findings_opened = outcome.findings_opened;
         out.findings_closed = outcome.findings_closed;
@@ -528,7 +529,7 @@ impl Devices {
             }
         }
         if !t.kv.is_empty() {
-            self.controller.commit_events(t, events, now).await?;
+            self.ledger.commit_locked(t, events, now).await?;
         }
         Ok((opened, closed))
     }

@@ -809,6 +809,11 @@ impl Fleet {
     /// published to it: the reference its gate compares against.
     pub fn published(&mut self, ring: &str, at: DateTime<Utc>) -> Option<GateBaseline> {
         let index = self.rings.iter().position(|r| r.name == ring)?;
+        // Told again of the same publish (an outbox redelivery): the
+        // reference taken the first time stands.
+        if self.gate_baselines.get(ring).is_some_and(|b| b.published_at == at) {
+            return None;
+        }
         let (mut devices, mut noncompliant) = (0u64, 0u64);
         for d in self.devices.values().filter(|d| d.ring as usize == index) {
             devices += 1;
