@@ -9,6 +9,11 @@ export TOLLGATE_CACHE="${TOLLGATE_CACHE:-$HOME/.cache/tollgate}"
 # Keep cargo's build output outside the clone so a fresh clone builds warm.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$TOLLGATE_CACHE/target}"
 mkdir -p "$TOLLGATE_CACHE"
+if [ -n "${CI:-}" ]; then
+    # CI builds each revision once: incremental state would only fill the disk.
+    export CARGO_INCREMENTAL=0
+    rm -rf "$CARGO_TARGET_DIR/debug/incremental"
+fi
 
 step() { printf '\n==> %s\n' "$*"; }
 
