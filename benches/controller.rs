@@ -381,7 +381,9 @@ async fn postgres_store() -> Option<BenchStore> {
         .await
         .unwrap_or_else(|e| panic!("cannot connect to {POSTGRES_URL_VAR}: {e}"));
     admin
-        .execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}").as_str())
+        .execute(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        )))
         .await
         .unwrap();
     let separator = if base.contains('?') { '&' } else { '?' };
@@ -400,7 +402,7 @@ impl BenchStore {
         if let Some((base, schema)) = self.drop_schema {
             let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&base).await.unwrap();
             admin
-                .execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
+                .execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
                 .await
                 .unwrap();
         }

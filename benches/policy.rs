@@ -8,7 +8,9 @@
 //! (cd benches/opa && go run . inputs.json)
 //! ```
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
 use serde::Deserialize;
 use tollgate::risk::{PolicyEngine, PolicyInput};
 

@@ -58,7 +58,10 @@ async fn postgres_url() -> Option<String> {
         Utc::now().timestamp_subsec_micros()
     );
     let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
-    admin.execute(format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .await
+        .unwrap();
     admin.close().await.unwrap();
     let sep = if base.contains('?') { '&' } else { '?' };
     Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))

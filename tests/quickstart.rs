@@ -120,7 +120,7 @@ fn git_log(repo: &Path) -> Vec<(String, String)> {
     walk.push_head().unwrap();
     walk.map(|id| {
         let c = repo.find_commit(id.unwrap()).unwrap();
-        (c.id().to_string(), c.summary().unwrap().to_string())
+        (c.id().to_string(), c.summary().unwrap().unwrap().to_string())
     })
     .collect()
 }

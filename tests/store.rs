@@ -79,7 +79,10 @@ impl Env {
         let mut admin = PgConnection::connect(&base)
             .await
             .unwrap_or_else(|e| panic!("cannot connect to {POSTGRES_URL_VAR}: {e}"));
-        admin.execute(format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
+        admin
+            .execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .await
+            .unwrap();
         admin.close().await.unwrap();
         let separator = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
@@ -104,11 +107,11 @@ impl Env {
         match self.backend {
             Backend::Sqlite => {
                 let mut conn = SqliteConnection::connect(&self.url).await?;
-                Ok(conn.execute(sql).await?.rows_affected())
+                Ok(conn.execute(sqlx::AssertSqlSafe(sql.to_owned())).await?.rows_affected())
             }
             Backend::Postgres => {
                 let mut conn = PgConnection::connect(&self.url).await?;
-                Ok(conn.execute(sql).await?.rows_affected())
+                Ok(conn.execute(sqlx::AssertSqlSafe(sql.to_owned())).await?.rows_affected())
             }
         }
     }
@@ -117,11 +120,17 @@ impl Env {
         match self.backend {
             Backend::Sqlite => {
                 let mut conn = SqliteConnection::connect(&self.url).await.unwrap();
-                sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap()
             }
             Backend::Postgres => {
                 let mut conn = PgConnection::connect(&self.url).await.unwrap();
-                sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap()
             }
         }
     }
@@ -142,7 +151,7 @@ impl Drop for Env {
             runtime.block_on(async {
                 if let Ok(mut conn) = PgConnection::connect(&base).await {
                     let _ = conn
-                        .execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str())
+                        .execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
                         .await;
                 }
             });

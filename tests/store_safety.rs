@@ -504,14 +504,14 @@ impl PgSchema {
     fn admin(&self, sql: &str) {
         runtime().block_on(async {
             let mut conn = sqlx::PgConnection::connect(&self.base).await.unwrap();
-            conn.execute(sql).await.unwrap();
+            conn.execute(sqlx::AssertSqlSafe(sql.to_owned())).await.unwrap();
         });
     }
 
     fn in_schema(&self, sql: &str) {
         runtime().block_on(async {
             let mut conn = sqlx::PgConnection::connect(&self.url()).await.unwrap();
-            conn.execute(sql).await.unwrap();
+            conn.execute(sqlx::AssertSqlSafe(sql.to_owned())).await.unwrap();
         });
     }
 }

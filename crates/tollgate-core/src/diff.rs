@@ -430,7 +430,11 @@ fn leaf_changes(out: &mut Vec<FieldChange>, path: String, old: &Value, new: &Val
 
 /// A unified text diff of two versions of a file, for people.
 pub fn unified_text(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
-    similar::TextDiff::from_lines(old, new)
+    // RawMyers: the plain shortest edit script, so the text diff is the one
+    // similar 2 made (its default Myers now takes output-changing shortcuts).
+    similar::TextDiff::configure()
+        .algorithm(similar::Algorithm::RawMyers)
+        .diff_lines(old, new)
         .unified_diff()
         .context_radius(3)
         .header(old_name, new_name)

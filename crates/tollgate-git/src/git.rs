@@ -791,7 +791,7 @@ pub fn clone_or_fetch(url: &str, branch: &str, dest: &Path) -> Result<(GitRepo, 
     };
 
     match repo.find_remote("origin") {
-        Ok(remote) if remote.url() == Some(url) => {}
+        Ok(remote) if remote.url().ok() == Some(url) => {}
         Ok(_) => repo.remote_set_url("origin", url).map_err(setup_error)?,
         Err(e) if e.code() == ErrorCode::NotFound => {
             repo.remote_with_fetch("origin", url, "+refs/heads/*:refs/heads/*")
@@ -1005,6 +1005,8 @@ fn repack_mirror(repo: &Repository, dest: &Path) -> Result<MirrorRepack, GitErro
     builder.write(&pack_dir, PACK_FILE_MODE).map_err(git_error)?;
     let name = builder
         .name()
+        .ok()
+        .flatten()
         .ok_or_else(|| git_error(git2::Error::from_str("the pack builder wrote a pack without a name")))?
         .to_string();
     let new_pack = pack_dir.join(format!("pack-{name}.pack"));
@@ -1201,7 +1203,7 @@ mod tests {
             builder.insert_object(*id, None).unwrap();
         }
         builder.write(&repo.path().join("objects/pack"), 0).unwrap();
-        builder.name().unwrap().to_string()
+        builder.name().unwrap().unwrap().to_string()
     }
 
     fn loose_files(objects: &Path) -> Vec<PathBuf> {

@@ -46,6 +46,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::Value;
 use sqlx::error::BoxDynError;
 use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType};
+use sqlx::SqlSafeStr;
 pub use tollgate_core::json::JsonText;
 
 pub use anchor::{default_anchor_path, open_anchored, AnchorError, AuditAnchor};
@@ -818,7 +819,7 @@ impl MigrationSource<'static> for Embedded {
                     m.version,
                     Cow::Borrowed(m.description),
                     MigrationType::Simple,
-                    Cow::Borrowed(m.sql),
+                    m.sql.into_sql_str(),
                     false,
                 )
             })
@@ -976,7 +977,9 @@ mod many_kv_rows {
         let schema = format!("tollgate_unit_kv_{}", std::process::id());
         let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
         admin
-            .execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}").as_str())
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+            )))
             .await
             .unwrap();
         let separator = if base.contains('?') { '&' } else { '?' };
@@ -986,7 +989,7 @@ mod many_kv_rows {
         check(&store).await;
         drop(store);
         admin
-            .execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
+            .execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
             .await
             .unwrap();
     }

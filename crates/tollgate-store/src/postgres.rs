@@ -23,7 +23,7 @@ use serde_json::Value;
 use sqlx::error::ErrorKind;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::query::QueryAs;
-use sqlx::{ConnectOptions, Connection, Postgres, QueryBuilder, Row};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Postgres, QueryBuilder, Row};
 use tokio::sync::Mutex;
 
 use super::{
@@ -159,7 +159,8 @@ impl PostgresStore {
         };
         let taken: bool = tokio::time::timeout(
             LEADER_TIMEOUT,
-            sqlx::query_scalar(&format!("SELECT pg_try_advisory_lock({LEADER_LOCK_KEY})")).fetch_one(&mut conn),
+            sqlx::query_scalar(AssertSqlSafe(format!("SELECT pg_try_advisory_lock({LEADER_LOCK_KEY})")))
+                .fetch_one(&mut conn),
         )
         .await
         .map_err(|_| timed_out("taking the leadership lock"))?
@@ -488,11 +489,13 @@ impl Store for PostgresStore {
     }
 
     async fn promotion(&self, id: i64) -> Result<Option<PromotionRecord>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {PROMOTION_COLUMNS} FROM promotions WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error("read a promotion"))?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {PROMOTION_COLUMNS} FROM promotions WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error("read a promotion"))?;
         row.as_ref().map(promotion_from_row).transpose()
     }
 
@@ -531,9 +534,9 @@ impl Store for PostgresStore {
     }
 
     async fn audit_after(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditRow>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {AUDIT_COLUMNS} FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2"
-        ))
+        )))
         .bind(after_seq)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -543,10 +546,12 @@ impl Store for PostgresStore {
     }
 
     async fn audit_head(&self) -> Result<Option<AuditRow>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq DESC LIMIT 1"))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error("read the audit head"))?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq DESC LIMIT 1"
+        )))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error("read the audit head"))?;
         row.as_ref().map(audit_from_row).transpose()
     }
 

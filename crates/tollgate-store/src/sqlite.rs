@@ -31,7 +31,7 @@ use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::Mutex;
 
 use super::{
@@ -277,7 +277,7 @@ fn leader_lock_path(db: &Path) -> PathBuf {
 }
 
 /// The `(key, value as JSON text)` rows under `prefix`, in key order.
-fn kv_prefix_query(prefix: &str) -> QueryAs<'_, Sqlite, (String, String), SqliteArguments<'_>> {
+fn kv_prefix_query(prefix: &str) -> QueryAs<'_, Sqlite, (String, String), SqliteArguments> {
     match prefix_upper_bound(prefix) {
         Some(upper) => sqlx::query_as("SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key")
             .bind(prefix)
@@ -515,7 +515,7 @@ async fn write_kv(conn: &mut SqliteConnection, t: &Transition, now: &str) -> Res
              ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
             vec!["(?, ?, ?)"; chunk.len()].join(", ")
         );
-        let mut query = sqlx::query(&sql);
+        let mut query = sqlx::query(AssertSqlSafe(sql));
         for (key, text) in chunk {
             query = query.bind(*key).bind(text.as_ref()).bind(now);
         }
@@ -526,7 +526,7 @@ async fn write_kv(conn: &mut SqliteConnection, t: &Transition, now: &str) -> Res
     while !keys.is_empty() {
         let (chunk, rest) = keys.split_at(kv_statement_rows(keys.len()));
         let sql = format!("DELETE FROM kv WHERE key IN ({})", vec!["?"; chunk.len()].join(", "));
-        let mut query = sqlx::query(&sql);
+        let mut query = sqlx::query(AssertSqlSafe(sql));
         for key in chunk {
             query = query.bind(*key);
         }
@@ -583,11 +583,13 @@ impl Store for SqliteStore {
     }
 
     async fn promotion(&self, id: i64) -> Result<Option<PromotionRecord>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {PROMOTION_COLUMNS} FROM promotions WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error("read a promotion"))?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {PROMOTION_COLUMNS} FROM promotions WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error("read a promotion"))?;
         row.as_ref().map(promotion_from_row).transpose()
     }
 
@@ -630,9 +632,9 @@ impl Store for SqliteStore {
     }
 
     async fn audit_after(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditRow>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {AUDIT_COLUMNS} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?"
-        ))
+        )))
         .bind(after_seq)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -642,10 +644,12 @@ impl Store for SqliteStore {
     }
 
     async fn audit_head(&self) -> Result<Option<AuditRow>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq DESC LIMIT 1"))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error("read the audit head"))?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq DESC LIMIT 1"
+        )))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error("read the audit head"))?;
         row.as_ref().map(audit_from_row).transpose()
     }
 
