@@ -325,6 +325,7 @@ async fn fill_history(
             }
             tx.promotions.push(PromotionWrite::Insert {
                 id: Some(id),
+                source: tollgate::store::DEFAULT_SOURCE.into(),
                 revision: p.revision.to_string(),
                 kind: "change".into(),
                 phase: p.phase.name().into(),

@@ -12,7 +12,7 @@
 //!
 //! `docs/architecture.md` walks through them.
 
-pub use tollgate_app::{ledger, reconcile};
+pub use tollgate_app::{ledger, reconcile, state};
 pub use tollgate_core::{
     audit, catalog, diff, digest, errors, explain, format, ids, json, ports, promotion, render, snapshot, tree,
 };

@@ -9,9 +9,9 @@ use tempfile::TempDir;
 use tollgate::audit::{verify, Action, AuditEvent};
 use tollgate::cli::quickstart::{write_sample_repo, SampleCommit};
 use tollgate::controller::desired::Desired;
-use tollgate::controller::service::keys;
 use tollgate::controller::{Controller, NoDevices};
 use tollgate::promotion::{Phase, ReviewState};
+use tollgate::state::Keys;
 use tollgate::store::{self, PromotionFilter};
 
 const CONFIG: &str = r#"apiVersion: tollgate.dev/v1alpha1
@@ -148,11 +148,21 @@ async fn governed_end_to_end(c: Controller, repo: std::path::PathBuf) {
     assert_eq!(p.phase, Phase::PendingApproval { ring: 0 });
     let p = c.review(id, "sec1", ReviewState::Approved, now).await.unwrap();
     assert!(matches!(p.phase, Phase::Soaking { ring: 0, .. }), "{:?}", p.phase);
-    let canary: Desired =
-        serde_json::from_value(c.store().kv_get(&keys::desired("canary")).await.unwrap().unwrap()).unwrap();
+    let canary: Desired = serde_json::from_value(
+        c.store()
+            .kv_get(&Keys::default().desired("canary"))
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(canary.promotion, id);
     assert!(
-        c.store().kv_get(&keys::desired("broad")).await.unwrap().is_none(),
+        c.store()
+            .kv_get(&Keys::default().desired("broad"))
+            .await
+            .unwrap()
+            .is_none(),
         "broad waits for canary"
     );
 
@@ -165,7 +175,12 @@ async fn governed_end_to_end(c: Controller, repo: std::path::PathBuf) {
     c.review(id, "ios2", ReviewState::Approved, later).await.unwrap();
     let p = c.review(id, "sec1", ReviewState::Approved, later).await.unwrap();
     assert_eq!(p.phase, Phase::Complete);
-    assert!(c.store().kv_get(&keys::desired("broad")).await.unwrap().is_some());
+    assert!(c
+        .store()
+        .kv_get(&Keys::default().desired("broad"))
+        .await
+        .unwrap()
+        .is_some());
     assert_eq!(c.reconcile(later).await.unwrap(), 0, "nothing left to do");
 
     // A T2 change next: planned against what the first ring runs.
@@ -330,7 +345,7 @@ async fn rollback_to_the_previous_verified_version_needs_oncall_and_pins_the_rin
     );
     for ring in ["canary", "broad"] {
         let d: Desired =
-            serde_json::from_value(c.store().kv_get(&keys::desired(ring)).await.unwrap().unwrap()).unwrap();
+            serde_json::from_value(c.store().kv_get(&Keys::default().desired(ring)).await.unwrap().unwrap()).unwrap();
         assert_eq!(
             d.documents["baseline/corp-ios"].digest,
             plan.target_digest.clone().unwrap(),
@@ -349,8 +364,14 @@ async fn rollback_to_the_previous_verified_version_needs_oncall_and_pins_the_rin
     );
     let id = c.poll(now).await.unwrap().unwrap();
     c.review(id, "ios1", ReviewState::Approved, now).await.unwrap();
-    let canary: Desired =
-        serde_json::from_value(c.store().kv_get(&keys::desired("canary")).await.unwrap().unwrap()).unwrap();
+    let canary: Desired = serde_json::from_value(
+        c.store()
+            .kv_get(&Keys::default().desired("canary"))
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
     assert!(
         !canary.pins.contains_key("baseline/corp-ios"),
         "git moved past the rolled-back content"
@@ -385,8 +406,14 @@ async fn break_glass_rolls_back_without_approval_and_is_loud() {
     let (p, plan) = c.rollback(&req, "eli", now).await.unwrap();
     assert_eq!(plan.rings, ["canary"]);
     assert_eq!(p.phase, Phase::Complete);
-    let broad: Desired =
-        serde_json::from_value(c.store().kv_get(&keys::desired("broad")).await.unwrap().unwrap()).unwrap();
+    let broad: Desired = serde_json::from_value(
+        c.store()
+            .kv_get(&Keys::default().desired("broad"))
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
     assert!(broad.pins.is_empty(), "only the named ring is rolled back");
     let log = audit_log(&c).await;
     let actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
@@ -414,8 +441,14 @@ async fn adopt_records_the_fleet_state_then_governs_from_there() {
     let now = monday();
     let sha = c.adopt("HEAD", "dana", now).await.unwrap();
     assert_eq!(c.poll(now).await.unwrap(), None, "the adopted tip is not re-planned");
-    let canary: Desired =
-        serde_json::from_value(c.store().kv_get(&keys::desired("canary")).await.unwrap().unwrap()).unwrap();
+    let canary: Desired = serde_json::from_value(
+        c.store()
+            .kv_get(&Keys::default().desired("canary"))
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(canary.base_revision, Some(sha.clone()));
     assert!(canary.documents.contains_key("baseline/corp-ios"));
     let again = c.adopt("HEAD", "dana", now).await.unwrap_err();

@@ -12,8 +12,9 @@ use tempfile::TempDir;
 use tollgate::cli::quickstart::{write_sample_repo, SampleCommit};
 use tollgate::controller::{Controller, ControllerError, RingHealth};
 use tollgate::ids::CommitSha;
-use tollgate::ledger::{LedgerError, OutboxMessage, OUTBOX_PREFIX};
+use tollgate::ledger::{LedgerError, OutboxMessage};
 use tollgate::promotion::GateReading;
+use tollgate::state::Keys;
 use tollgate::store::{self, Store, Transition};
 
 const CONFIG: &str = "apiVersion: tollgate.dev/v1alpha1\nkind: Config\nmetadata: {name: acme}\nrings:\n  - {name: canary, selector: {groups: [mdm-canary]}, soak: 1h}\n  - {name: broad, selector: {all: true}}\n";
@@ -83,7 +84,7 @@ impl Setup {
 
     async fn outbox(&self) -> Vec<String> {
         self.store
-            .kv_prefix(OUTBOX_PREFIX)
+            .kv_prefix(&Keys::default().outbox_prefix())
             .await
             .unwrap()
             .into_iter()
@@ -122,7 +123,7 @@ async fn a_decision_committed_just_before_a_crash_is_told_by_the_next_process_on
         ring: "canary".into(),
         at: monday(),
     };
-    message.write_to(&mut t);
+    message.write_to(&Keys::default(), &mut t);
     crashed.ledger().commit_locked(t, Vec::new(), monday()).await.unwrap();
     assert!(first.all().is_empty());
     assert_eq!(s.outbox().await, vec!["outbox/published/canary".to_string()]);

@@ -24,7 +24,7 @@ use sqlx::{Connection, Executor};
 use tempfile::TempDir;
 use tollgate::store::{
     self, AuditRow, Backend, NewReview, PromotionFilter, PromotionRecord, PromotionWrite, ReviewRecord, Store,
-    StoreError, Transition,
+    StoreError, Transition, DEFAULT_SOURCE,
 };
 
 const POSTGRES_URL_VAR: &str = "TOLLGATE_TEST_POSTGRES_URL";
@@ -763,6 +763,7 @@ async fn promotions_filter_and_paginate(env: Env) {
 
     let filtered = store
         .promotions(PromotionFilter {
+            source: Some(DEFAULT_SOURCE.to_string()),
             phases: vec!["pending_approval".to_string()],
             revision: Some("rev1".to_string()),
             before_id: Some(ids[20]),
@@ -792,6 +793,41 @@ async fn promotions_filter_and_paginate(env: Env) {
     };
     assert!(store.promotions(unknown_phase).await.unwrap().is_empty());
     assert_eq!(store.promotion(ids[24] + 1000).await.unwrap(), None);
+
+    // Each promotion belongs to one source; a filter by source sees only its own.
+    let other = store
+        .commit(Transition {
+            promotions: vec![PromotionWrite::Insert {
+                id: None,
+                source: "ios-fleet".to_string(),
+                revision: "rev1".to_string(),
+                kind: "change".to_string(),
+                phase: "soaking".to_string(),
+                body: json!({"i": "other"}),
+            }],
+            ..Transition::default()
+        })
+        .await
+        .unwrap()
+        .promotions[0]
+        .id;
+    let of_source = |source: &str| PromotionFilter {
+        source: Some(source.to_string()),
+        limit: 100,
+        ..PromotionFilter::default()
+    };
+    let theirs = store.promotions(of_source("ios-fleet")).await.unwrap();
+    assert_eq!(theirs.iter().map(|p| p.id).collect::<Vec<_>>(), vec![other]);
+    assert_eq!(theirs[0].source, "ios-fleet");
+    assert_eq!(store.promotion(other).await.unwrap().unwrap().source, "ios-fleet");
+    let ours = store.promotions(of_source(DEFAULT_SOURCE)).await.unwrap();
+    assert_eq!(ours.len(), 25);
+    assert!(ours.iter().all(|p| p.source == DEFAULT_SOURCE && p.id != other));
+    let every = PromotionFilter {
+        limit: 100,
+        ..PromotionFilter::default()
+    };
+    assert_eq!(store.promotions(every).await.unwrap().len(), 26);
 }
 
 async fn promotion_ids_reserved_and_explicit(env: Env) {
@@ -812,6 +848,7 @@ async fn promotion_ids_reserved_and_explicit(env: Env) {
     let insert_with = |id: i64| Transition {
         promotions: vec![PromotionWrite::Insert {
             id: Some(id),
+            source: DEFAULT_SOURCE.to_string(),
             revision: "r".to_string(),
             kind: "rollback".to_string(),
             phase: "pending_approval".to_string(),

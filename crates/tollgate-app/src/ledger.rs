@@ -25,8 +25,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use tollgate_core::audit::{Action, AuditChain, ChainHead};
 use tollgate_store::{AuditRow, Store, StoreError, Transition};
 
-/// Key prefix of the outbox in the store's key/value table.
-pub const OUTBOX_PREFIX: &str = "outbox/";
+use crate::state::Keys;
 
 /// A message for the world outside the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,17 +36,18 @@ pub enum OutboxMessage {
 }
 
 impl OutboxMessage {
-    /// The message's stable key: one undelivered message per ring and kind.
-    pub fn key(&self) -> String {
+    /// The message's stable key in a source's outbox: one undelivered
+    /// message per ring and kind.
+    pub fn key(&self, keys: &Keys) -> String {
         match self {
-            OutboxMessage::Published { ring, .. } => format!("{OUTBOX_PREFIX}published/{ring}"),
+            OutboxMessage::Published { ring, .. } => keys.outbox_published(ring),
         }
     }
 
     /// Adds the message to `t`, to be committed with the decision.
-    pub fn write_to(&self, t: &mut Transition) {
+    pub fn write_to(&self, keys: &Keys, t: &mut Transition) {
         let value = serde_json::to_value(self).expect("outbox messages serialise");
-        t.kv.push((self.key(), Some(value)));
+        t.kv.push((self.key(keys), Some(value)));
     }
 }
 
@@ -124,11 +124,11 @@ impl Ledger {
         self.commit(t, events, now).await
     }
 
-    /// Every message not yet delivered, by key. A message that does not
-    /// decode is an error naming it, never skipped.
-    pub async fn pending(&self) -> Result<Vec<(String, OutboxMessage)>, LedgerError> {
+    /// Every message of a source's outbox not yet delivered, by key. A
+    /// message that does not decode is an error naming it, never skipped.
+    pub async fn pending(&self, keys: &Keys) -> Result<Vec<(String, OutboxMessage)>, LedgerError> {
         let mut out = Vec::new();
-        for (key, value) in self.store.kv_prefix(OUTBOX_PREFIX).await? {
+        for (key, value) in self.store.kv_prefix(&keys.outbox_prefix()).await? {
             let message = serde_json::from_value(value).map_err(|source| LedgerError::CorruptMessage {
                 key: key.clone(),
                 source,

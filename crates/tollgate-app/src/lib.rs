@@ -8,3 +8,4 @@ pub mod devices;
 pub mod ledger;
 pub mod plan;
 pub mod reconcile;
+pub mod state;

@@ -107,6 +107,58 @@ pub enum Vendor {
     Windows,
 }
 
+/// The name of a governed source: one repo and branch, with its own rings,
+/// promotions and desired states. One store may hold several (one per
+/// `BaselineSource` in Kubernetes); a single-source deployment governs
+/// [`SourceId::DEFAULT`]. A DNS-1123 label.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SourceId(String);
+
+impl SourceId {
+    /// The source a single-source deployment governs.
+    pub const DEFAULT: &'static str = "default";
+
+    pub fn new(name: impl Into<String>) -> Result<Self, String> {
+        let name = name.into();
+        check_dns_label(&name).map_err(|why| format!("source name {why}"))?;
+        Ok(SourceId(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.0 == Self::DEFAULT
+    }
+}
+
+impl Default for SourceId {
+    fn default() -> Self {
+        SourceId(Self::DEFAULT.into())
+    }
+}
+
+impl TryFrom<String> for SourceId {
+    type Error = String;
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        SourceId::new(name)
+    }
+}
+
+impl From<SourceId> for String {
+    fn from(id: SourceId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for SourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A DNS-1123 label: lowercase alphanumerics and '-', 1..=63 chars, starting
 /// and ending alphanumeric. Used for `metadata.name`, rings and groups.
 pub fn check_dns_label(s: &str) -> Result<(), String> {

@@ -49,6 +49,10 @@ impl From<DevicesError> for ApiError {
             DevicesError::Store(e) => e.into(),
             DevicesError::Overloaded => ApiError::unavailable(e.to_string()),
             DevicesError::Resolve(m) => ApiError::unavailable(format!("resolving the desired state: {m}")),
+            DevicesError::State(e) if e.is_transient() => {
+                ApiError::unavailable("the store is unavailable; retry later")
+            }
+            DevicesError::State(_) => ApiError::internal(&e),
         }
     }
 }

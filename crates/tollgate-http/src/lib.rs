@@ -44,11 +44,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tollgate_app::reconcile::LoopShared;
 
+use tollgate_app::controller::service::ControllerError;
 use tollgate_app::controller::Controller;
 use tollgate_app::devices::resolve::DesiredCache;
 use tollgate_app::devices::service::Devices;
 use tollgate_core::catalog::Catalog;
-use tollgate_store::{PromotionFilter, StoreError};
 
 pub use auth::{Caller, Tokens};
 pub use error::ApiError;
@@ -190,23 +190,18 @@ impl ApiState {
     }
 
     /// Counts live promotions by phase.
-    pub async fn live_promotions(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
-        let filter = PromotionFilter {
-            phases: metrics::LIVE_PHASES.map(String::from).to_vec(),
-            limit: 10_000,
-            ..Default::default()
-        };
+    pub async fn live_promotions(&self) -> Result<std::collections::BTreeMap<String, u64>, ControllerError> {
         let mut counts = std::collections::BTreeMap::new();
-        for rec in self.controller().store().promotions(filter).await? {
+        for rec in self.controller().state().live().await? {
             *counts.entry(rec.phase).or_insert(0) += 1;
         }
         Ok(counts)
     }
 
     /// Brings the store-derived metrics up to date.
-    pub async fn refresh_metrics(&self) -> Result<(), StoreError> {
+    pub async fn refresh_metrics(&self) -> Result<(), ControllerError> {
         let counts = self.live_promotions().await?;
         self.metrics().set_live_promotions(&counts);
-        self.metrics().observe_audit(self.controller().store().as_ref()).await
+        Ok(self.metrics().observe_audit(self.controller().store().as_ref()).await?)
     }
 }

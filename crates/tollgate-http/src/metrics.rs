@@ -36,7 +36,7 @@ use prometheus_client::registry::Registry;
 use tollgate_store::{AuditRow, Store, StoreError};
 
 /// Phases a promotion can be in while it still moves.
-pub const LIVE_PHASES: [&str; 5] = ["pending_approval", "approved", "waiting_window", "promoting", "soaking"];
+pub const LIVE_PHASES: [&str; 5] = tollgate_core::promotion::Phase::LIVE_NAMES;
 
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

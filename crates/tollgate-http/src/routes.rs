@@ -23,7 +23,6 @@ use super::body::{JsonBody, MAX_BODY_BYTES};
 use super::error::ApiError;
 use super::{metrics, observe, ApiState};
 use tollgate_app::controller::rollback::{RollbackError, RollbackRequest};
-use tollgate_app::controller::service::keys;
 use tollgate_app::controller::ControllerError;
 use tollgate_app::devices::resolve::ResolveError;
 use tollgate_core::audit::{write_jsonl, Action, AuditEvent, GENESIS_PREV};
@@ -33,16 +32,7 @@ use tollgate_git::git::GitError;
 use tollgate_store::{AuditRow, PromotionFilter};
 
 /// Every phase a promotion can be in, for `?phase=`.
-pub const PHASES: [&str; 8] = [
-    "pending_approval",
-    "approved",
-    "waiting_window",
-    "promoting",
-    "soaking",
-    "complete",
-    "halted",
-    "superseded",
-];
+pub const PHASES: [&str; 8] = tollgate_core::promotion::Phase::NAMES;
 
 /// Headers of `/v1/audit/export` naming the last event it holds.
 pub const AUDIT_HEAD_SEQ: &str = "tollgate-audit-head-seq";
@@ -151,6 +141,7 @@ async fn list_promotions(
         return Err(ApiError::bad_request("limit must be between 1 and 500"));
     }
     let filter = PromotionFilter {
+        source: Some(state.controller().state().source().to_string()),
         phases,
         revision: None,
         before_id: q.before,
@@ -609,14 +600,22 @@ fn anchor_error(headers: &mut header::HeaderMap, message: &str) {
 
 async fn status(_: Authorized<Read>, State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let store = state.controller().store();
-    let tip = store.kv_get(keys::SOURCE_TIP).await?;
+    let keys = state.controller().state().keys();
+    // Stored records as they are, readable or not: status is where an
+    // unreadable record shows (the loop reports it stalled).
+    let tip = store.kv_get(&keys.tip()).await?;
     let counts = state.live_promotions().await?;
     let promotions: BTreeMap<&str, u64> = metrics::LIVE_PHASES
         .iter()
         .map(|p| (*p, counts.get(*p).copied().unwrap_or(0)))
         .collect();
     // The desired state of each ring as published, in ring order.
-    let mut rings: Vec<Value> = store.kv_prefix("desired/").await?.into_iter().map(|(_, v)| v).collect();
+    let mut rings: Vec<Value> = store
+        .kv_prefix(&keys.desired_prefix())
+        .await?
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
     rings.sort_by_key(|v| {
         (
             v["ring_index"].as_u64().unwrap_or(u64::MAX),
@@ -624,7 +623,7 @@ async fn status(_: Authorized<Read>, State(state): State<ApiState>) -> Result<Js
         )
     });
     let split = split_rings(&rings);
-    let refused = store.kv_get(keys::SOURCE_REFUSED).await?;
+    let refused = store.kv_get(&keys.refused()).await?;
     let ready = readiness(&state).await;
     let options = state.options();
     Ok(Json(json!({

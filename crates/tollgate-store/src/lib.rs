@@ -56,11 +56,17 @@ pub use sqlite::SqliteStore;
 /// Seq of the first audit row of an empty log; each later row is +1.
 pub const FIRST_AUDIT_SEQ: i64 = 1;
 
+/// The source of promotions written without one (and of every promotion
+/// stored before sources existed).
+pub const DEFAULT_SOURCE: &str = "default";
+
 /// One promotion as stored. `version` starts at 1 and grows by one with every
 /// update, for optimistic concurrency (see [`PromotionWrite::Update`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PromotionRecord {
     pub id: i64,
+    /// The governed source the promotion belongs to.
+    pub source: String,
     pub revision: String,
     pub kind: String,
     pub phase: String,
@@ -115,6 +121,9 @@ pub enum PromotionWrite {
     /// need the id before committing (e.g. in an audit event's subject).
     Insert {
         id: Option<i64>,
+        /// The governed source it belongs to ([`DEFAULT_SOURCE`] for a
+        /// single-source deployment).
+        source: String,
         revision: String,
         kind: String,
         phase: String,
@@ -136,6 +145,7 @@ impl PromotionWrite {
     pub fn insert(revision: impl Into<String>, kind: impl Into<String>, phase: impl Into<String>, body: Value) -> Self {
         PromotionWrite::Insert {
             id: None,
+            source: DEFAULT_SOURCE.to_string(),
             revision: revision.into(),
             kind: kind.into(),
             phase: phase.into(),
@@ -204,6 +214,8 @@ pub struct WrittenPromotion {
 /// Which promotions [`Store::promotions`] returns, newest (highest id) first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PromotionFilter {
+    /// Only this source's promotions; `None` means every source's.
+    pub source: Option<String>,
     /// Any of these phases; empty means any phase.
     pub phases: Vec<String>,
     pub revision: Option<String>,
@@ -215,6 +227,7 @@ pub struct PromotionFilter {
 impl Default for PromotionFilter {
     fn default() -> Self {
         PromotionFilter {
+            source: None,
             phases: Vec::new(),
             revision: None,
             before_id: None,
@@ -839,13 +852,25 @@ const SQLITE_MIGRATIONS: &[EmbeddedMigration] = &[
         description: "kv_unchecked",
         sql: include_str!("../migrations/sqlite/0002_kv_unchecked.sql"),
     },
+    EmbeddedMigration {
+        version: 3,
+        description: "promotion_source",
+        sql: include_str!("../migrations/sqlite/0003_promotion_source.sql"),
+    },
 ];
 
-const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "initial",
-    sql: include_str!("../migrations/postgres/0001_initial.sql"),
-}];
+const POSTGRES_MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "initial",
+        sql: include_str!("../migrations/postgres/0001_initial.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "promotion_source",
+        sql: include_str!("../migrations/postgres/0002_promotion_source.sql"),
+    },
+];
 
 async fn migrator(backend: Backend) -> Result<sqlx::migrate::Migrator, StoreError> {
     let source = match backend {

@@ -240,12 +240,14 @@ where
 
 // JSON travels as text: bound as text and cast in SQL, read back with
 // `::text`, so both backends see exactly the same bytes.
-const PROMOTION_COLUMNS: &str = "id, revision, kind, phase, created_at, updated_at, version, body::text AS body";
+const PROMOTION_COLUMNS: &str =
+    "id, source, revision, kind, phase, created_at, updated_at, version, body::text AS body";
 
 fn promotion_from_row(row: &PgRow) -> Result<PromotionRecord, StoreError> {
     let id: i64 = get(row, "id")?;
     Ok(PromotionRecord {
         id,
+        source: get(row, "source")?,
         revision: get(row, "revision")?,
         kind: get(row, "kind")?,
         phase: get(row, "phase")?,
@@ -294,6 +296,7 @@ async fn write_transition(conn: &mut PgConnection, t: &Transition) -> Result<Com
         match write {
             PromotionWrite::Insert {
                 id,
+                source,
                 revision,
                 kind,
                 phase,
@@ -319,10 +322,11 @@ async fn write_transition(conn: &mut PgConnection, t: &Transition) -> Result<Com
                     None => next_promotion_id(conn).await?,
                 };
                 sqlx::query(
-                    "INSERT INTO promotions (id, revision, kind, phase, created_at, updated_at, version, body) \
-                     VALUES ($1, $2, $3, $4, $5, $5, 1, $6::jsonb)",
+                    "INSERT INTO promotions (id, source, revision, kind, phase, created_at, updated_at, version, body) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6, 1, $7::jsonb)",
                 )
                 .bind(id)
+                .bind(source)
                 .bind(revision)
                 .bind(kind)
                 .bind(phase)
@@ -503,6 +507,9 @@ impl Store for PostgresStore {
         let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {PROMOTION_COLUMNS} FROM promotions WHERE TRUE"));
         if !filter.phases.is_empty() {
             query.push(" AND phase = ANY(").push_bind(filter.phases).push(")");
+        }
+        if let Some(source) = filter.source {
+            query.push(" AND source = ").push_bind(source);
         }
         if let Some(revision) = filter.revision {
             query.push(" AND revision = ").push_bind(revision);

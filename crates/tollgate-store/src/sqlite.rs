@@ -315,13 +315,14 @@ where
     row.try_get(column).map_err(db_error("decode a row"))
 }
 
-const PROMOTION_COLUMNS: &str = "id, revision, kind, phase, created_at, updated_at, version, body";
+const PROMOTION_COLUMNS: &str = "id, source, revision, kind, phase, created_at, updated_at, version, body";
 
 fn promotion_from_row(row: &SqliteRow) -> Result<PromotionRecord, StoreError> {
     let id: i64 = get(row, "id")?;
     let what = || format!("promotion {id}");
     Ok(PromotionRecord {
         id,
+        source: get(row, "source")?,
         revision: get(row, "revision")?,
         kind: get(row, "kind")?,
         phase: get(row, "phase")?,
@@ -372,6 +373,7 @@ async fn write_transition(conn: &mut SqliteConnection, t: &Transition) -> Result
         match write {
             PromotionWrite::Insert {
                 id,
+                source,
                 revision,
                 kind,
                 phase,
@@ -395,10 +397,11 @@ async fn write_transition(conn: &mut SqliteConnection, t: &Transition) -> Result
                     None => next_promotion_id(conn).await?,
                 };
                 sqlx::query(
-                    "INSERT INTO promotions (id, revision, kind, phase, created_at, updated_at, version, body) \
-                     VALUES (?, ?, ?, ?, ?, ?, 1, ?)",
+                    "INSERT INTO promotions (id, source, revision, kind, phase, created_at, updated_at, version, body) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)",
                 )
                 .bind(id)
+                .bind(source)
                 .bind(revision)
                 .bind(kind)
                 .bind(phase)
@@ -602,6 +605,9 @@ impl Store for SqliteStore {
                 phases.push_bind(phase);
             }
             query.push(")");
+        }
+        if let Some(source) = filter.source {
+            query.push(" AND source = ").push_bind(source);
         }
         if let Some(revision) = filter.revision {
             query.push(" AND revision = ").push_bind(revision);

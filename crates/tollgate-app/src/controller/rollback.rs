@@ -24,7 +24,7 @@ use tollgate_core::plan::PlannedChange;
 use tollgate_core::promotion::{BreakGlass, ChangeItem, Phase, Promotion, PromotionKind};
 use tollgate_core::risk::{GateFailure, Requirements};
 use tollgate_git::git::GitRepo;
-use tollgate_store::{PromotionFilter, PromotionWrite, Transition};
+use tollgate_store::{PromotionWrite, Transition};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -97,17 +97,32 @@ fn oncall() -> Requirements {
 impl Controller {
     /// Completed change promotions, newest first.
     async fn completed(&self) -> Result<Vec<Promotion>, ControllerError> {
-        let filter = PromotionFilter {
-            phases: vec!["complete".into()],
-            limit: 1000,
-            ..Default::default()
-        };
-        Ok(self
-            .list(filter)
-            .await?
+        let records = self.state().promotions_in(&[Phase::COMPLETE_NAME]).await?;
+        Ok(decode_promotions(records)?
             .into_iter()
+            .map(|s| s.promotion)
             .filter(|p| p.kind == PromotionKind::Change)
             .collect())
+    }
+
+    /// The newest change promotion of the source: its base config governs
+    /// the fleet now. Read page by page; one that does not decode is an
+    /// error, never skipped.
+    async fn governing(&self) -> Result<Option<StoredPromotion>, ControllerError> {
+        let mut before = None;
+        loop {
+            let page = self.state().page(before, 100).await?;
+            let Some(last) = page.last() else {
+                return Ok(None);
+            };
+            before = Some(last.id);
+            if let Some(found) = decode_promotions(page)?
+                .into_iter()
+                .find(|s| s.promotion.kind == PromotionKind::Change)
+            {
+                return Ok(Some(found));
+            }
+        }
     }
 
     pub async fn plan_rollback(
@@ -116,19 +131,12 @@ impl Controller {
         now: DateTime<Utc>,
     ) -> Result<RollbackPlan, RollbackError> {
         let key = format!("baseline/{}", req.baseline);
-        let mut running: Vec<Desired> = Vec::new();
-        for (_, v) in self
-            .store()
-            .kv_prefix("desired/")
-            .await
-            .map_err(ControllerError::from)?
-        {
-            if let Ok(d) = serde_json::from_value::<Desired>(v) {
-                if d.documents.contains_key(&key) {
-                    running.push(d);
-                }
-            }
-        }
+        let mut running: Vec<Desired> = self
+            .ring_states()
+            .await?
+            .into_values()
+            .filter(|d| d.documents.contains_key(&key))
+            .collect();
         running.sort_by_key(|d| d.ring_index);
         if running.is_empty() {
             return Err(RollbackError::NotPromoted(req.baseline.clone()));
@@ -248,18 +256,9 @@ impl Controller {
         let plan = self.plan_rollback(req, now).await?;
         // Rings, windows and membership come from the newest change promotion,
         // whose base config governs the fleet now.
-        let latest = self
-            .store()
-            .promotions(PromotionFilter {
-                limit: 50,
-                ..Default::default()
-            })
-            .await
-            .map_err(ControllerError::from)?;
-        let governing = latest
-            .into_iter()
-            .filter_map(|r| serde_json::from_value::<StoredPromotion>(r.body).ok())
-            .find(|s| s.promotion.kind == PromotionKind::Change)
+        let governing = self
+            .governing()
+            .await?
             .ok_or_else(|| RollbackError::NotPromoted(req.baseline.clone()))?;
         let id = self
             .store()
@@ -336,21 +335,14 @@ impl Controller {
         // carry it on to further rings: they are halted with the rollback.
         let mut kv = Vec::new();
         let bad = plan.current.as_ref().map(|c| c.digest.clone());
-        let live = PromotionFilter {
-            phases: ["pending_approval", "approved", "waiting_window", "promoting", "soaking"]
-                .map(String::from)
-                .to_vec(),
-            limit: 1000,
-            ..Default::default()
-        };
-        for other in self.list(live).await? {
+        for other in self.live_promotions().await? {
             let carries = other.changes.iter().any(|c| c.key == plan.document && c.digest == bad);
             if other.kind == PromotionKind::Change && carries {
                 let halt = tollgate_core::promotion::OperatorRequest {
                     actor: actor.to_string(),
                     reason: format!("rolled back by promotion {id} ({})", plan.document),
                 };
-                kv.push((super::service::keys::halt(other.id), Some(json!(halt))));
+                kv.push(self.state().put_halt(other.id, &halt));
             }
         }
         let body = serde_json::to_value(StoredPromotion {
@@ -362,6 +354,7 @@ impl Controller {
             kv,
             promotions: vec![PromotionWrite::Insert {
                 id: Some(id),
+                source: self.state().source().to_string(),
                 revision: promotion.revision.to_string(),
                 kind: "rollback".into(),
                 phase: promotion.phase.name().into(),
@@ -383,4 +376,12 @@ fn digest_at(mirror: &std::path::Path, rev: &str, name: &str) -> Result<(CommitS
     let files = git.read_roots(&sha, &["baselines"])?;
     let (snap, _) = tollgate_core::snapshot::Snapshot::build(&files, Catalog::builtin());
     Ok((sha, snap.baselines.get(name).map(|b| b.digest.clone())))
+}
+
+/// Decodes stored promotions; one that does not decode is an error naming it.
+fn decode_promotions(records: Vec<tollgate_store::PromotionRecord>) -> Result<Vec<StoredPromotion>, ControllerError> {
+    records
+        .into_iter()
+        .map(|rec| serde_json::from_value(rec.body).map_err(|source| ControllerError::Corrupt { id: rec.id, source }))
+        .collect()
 }

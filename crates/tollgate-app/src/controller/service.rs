@@ -18,11 +18,12 @@ use tracing::Instrument;
 
 use super::planning::{plan_revision, replan_ring, Planned};
 use crate::ledger::{Ledger, LedgerError, OutboxMessage};
+use crate::state::{AutoRollback, Refused, SourceState, StateError};
 use tollgate_core::audit::Action;
 use tollgate_core::catalog::Catalog;
 use tollgate_core::desired;
 pub use tollgate_core::desired::Desired;
-use tollgate_core::ids::CommitSha;
+use tollgate_core::ids::{CommitSha, SourceId};
 use tollgate_core::promotion::{
     next, Effect, Facts, GateReading, OperatorRequest, Phase, Promotion, PromotionKind, Review, ReviewState,
     StaticMembership,
@@ -81,12 +82,8 @@ pub enum ControllerError {
         #[source]
         source: tollgate_git::Unverified,
     },
-    #[error("stored {key} is unreadable")]
-    CorruptState {
-        key: String,
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error("stored state")]
+    State(#[from] StateError),
     #[error("promoted revision {promoted} is not an ancestor of {tip}: history was rewritten (force-push?); refusing to plan across it")]
     HistoryRewritten { promoted: String, tip: String },
     #[error("promotion {0} not found")]
@@ -115,8 +112,18 @@ impl ControllerError {
                 e.is_transient() || e.is_conflict()
             }
             ControllerError::Git(e) => e.is_transient(),
+            ControllerError::State(e) => e.is_transient(),
             _ => false,
         }
+    }
+
+    /// Whether the error belongs to one promotion's stored state (it does
+    /// not decode): that promotion stalls, every other one still moves.
+    fn stalls_one(&self) -> bool {
+        matches!(
+            self,
+            ControllerError::Corrupt { .. } | ControllerError::State(StateError::Decode { .. })
+        )
     }
 }
 
@@ -127,18 +134,6 @@ impl ControllerError {
 pub struct StoredPromotion {
     pub promotion: Promotion,
     pub members: StaticMembership,
-}
-
-/// A rollback the policy asked for when a ring's gate failed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct AutoRollback {
-    promotion: i64,
-    ring: String,
-    /// Baseline name and the halted content's digest.
-    baselines: Vec<(String, tollgate_core::ids::Digest)>,
-    /// What the ring ran before: the revision the change was planned against.
-    to: CommitSha,
-    reason: String,
 }
 
 /// The automatic rollback a gate failure calls for, if the policy asked for
@@ -177,6 +172,8 @@ fn auto_rollback(before: &Promotion, after: &Promotion, fx: &[Effect]) -> Option
 
 pub struct Controller {
     store: Arc<dyn Store>,
+    /// The governed source's stored state: its keys and typed records.
+    state: SourceState,
     url: String,
     branch: String,
     mirror: PathBuf,
@@ -191,22 +188,6 @@ pub struct Controller {
     verify: Option<Arc<tollgate_git::VerifyPolicy>>,
 }
 
-/// Keys of the store's key/value table.
-pub mod keys {
-    pub const SOURCE_TIP: &str = "source/tip";
-    pub const SOURCE_STATUS: &str = "source/status";
-    /// The last tip that was not promoted, and why (once per tip).
-    pub const SOURCE_REFUSED: &str = "source/refused";
-    pub fn desired(ring: &str) -> String {
-        format!("desired/{ring}")
-    }
-    pub fn halt(id: i64) -> String {
-        format!("halt/{id}")
-    }
-    /// `auto-rollback/{promotion}`: a rollback the policy asked for.
-    pub const AUTO_ROLLBACK: &str = "auto-rollback/";
-}
-
 impl Controller {
     pub fn new(
         store: Arc<dyn Store>,
@@ -217,6 +198,7 @@ impl Controller {
     ) -> Self {
         Controller {
             ledger: Ledger::new(store.clone()),
+            state: SourceState::new(store.clone(), SourceId::default()),
             store,
             url,
             branch,
@@ -226,6 +208,26 @@ impl Controller {
             plan_hook: None,
             verify: None,
         }
+    }
+
+    /// Governs `source` (its own promotions, rings and tip in a store that
+    /// may hold others) instead of the default source.
+    pub fn with_source(mut self, source: SourceId) -> Self {
+        self.state = SourceState::new(self.store.clone(), source);
+        self
+    }
+
+    /// Writes through `ledger`, the one writer that every controller and
+    /// the devices service of a process over one store share: one audit
+    /// chain, appended under one lock.
+    pub fn with_ledger(mut self, ledger: Arc<Ledger>) -> Self {
+        self.ledger = ledger;
+        self
+    }
+
+    /// The governed source's stored state.
+    pub fn state(&self) -> &SourceState {
+        &self.state
     }
 
     /// Requires every commit of a change to carry a signature `policy`
@@ -260,7 +262,7 @@ impl Controller {
 
     /// [`Controller::deliver`] under the write lock the caller holds.
     async fn deliver_locked(&self) -> Result<usize, ControllerError> {
-        let pending = self.ledger.pending().await?;
+        let pending = self.ledger.pending(self.state.keys()).await?;
         for (key, message) in &pending {
             match message {
                 OutboxMessage::Published { ring, at } => self.health.published(ring, *at),
@@ -343,8 +345,17 @@ impl Controller {
     /// Records, once per tip, that a revision is not promoted and why.
     async fn refused(&self, tip: &CommitSha, why: &ControllerError, now: DateTime<Utc>) -> Result<(), ControllerError> {
         let _w = self.ledger.lock().await;
-        let already = self.store.kv_get(keys::SOURCE_REFUSED).await?;
-        if already.as_ref().and_then(|v| v.get("revision")).and_then(Value::as_str) == Some(tip.as_str()) {
+        // An unreadable record is replaced: it only says what was refused
+        // before, and the new one says it again.
+        let already = match self.state.refused().await {
+            Ok(r) => r,
+            Err(StateError::Decode { key, reason }) => {
+                tracing::warn!(key, %reason, "replacing an unreadable record of a refused revision");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if already.is_some_and(|r| &r.revision == tip) {
             return Ok(());
         }
         let errors: Vec<String> = match why {
@@ -352,11 +363,15 @@ impl Controller {
             ControllerError::Unverified { source, .. } => vec![source.to_string()],
             other => vec![tollgate_core::errors::chain(other)],
         };
-        let record = json!({"revision": tip, "errors": errors});
+        let record = Refused {
+            revision: tip.clone(),
+            errors,
+        };
         let t = Transition {
-            kv: vec![(keys::SOURCE_REFUSED.into(), Some(record.clone()))],
+            kv: vec![self.state.put_refused(&record)],
             ..Default::default()
         };
+        let record = serde_json::to_value(&record).expect("records serialise");
         let event = (
             self.identity.clone(),
             Action::RevisionRefused,
@@ -368,11 +383,7 @@ impl Controller {
 
     /// The tip the newest promotion was created for.
     async fn seen_tip(&self) -> Result<Option<CommitSha>, ControllerError> {
-        Ok(self
-            .store
-            .kv_get(keys::SOURCE_TIP)
-            .await?
-            .and_then(|v| v.as_str().map(CommitSha::new)))
+        Ok(self.state.tip().await?)
     }
 
     /// Supersedes live change promotions whose revision is not on the branch
@@ -436,11 +447,7 @@ impl Controller {
         let _w = self.ledger.lock().await;
         if self.seen_tip().await?.as_ref() == Some(tip) {
             // Another pass planned the same tip meanwhile.
-            let filter = PromotionFilter {
-                limit: 1,
-                ..Default::default()
-            };
-            return Ok(self.store.promotions(filter).await?.first().map(|r| r.id).unwrap_or(0));
+            return Ok(self.state.newest().await?.map(|r| r.id).unwrap_or(0));
         }
         let id = self.store.reserve_promotion_id().await?;
         let mut t = Transition::default();
@@ -488,6 +495,7 @@ impl Controller {
         .expect("promotions serialise");
         t.promotions.push(PromotionWrite::Insert {
             id: Some(id),
+            source: self.state.source().to_string(),
             revision: promotion.revision.to_string(),
             kind: "change".into(),
             phase: promotion.phase.name().into(),
@@ -509,8 +517,8 @@ impl Controller {
                        "reviewers": reviews.iter().map(|r| r.reviewer.as_str()).collect::<Vec<_>>()}),
             ));
         }
-        t.kv.push((keys::SOURCE_TIP.into(), Some(json!(tip.as_str()))));
-        t.kv.push((keys::SOURCE_REFUSED.into(), None));
+        t.kv.push(self.state.put_tip(tip));
+        t.kv.push(self.state.clear_refused());
         self.commit(t, events, now).await?;
         Ok(id)
     }
@@ -523,10 +531,21 @@ impl Controller {
         self.deliver().await?;
         let replans = self.replans(now).await?;
         let mut moved = 0;
+        // Promotions whose stored state does not decode: each stalls alone,
+        // and the pass reports the first once every other one has moved.
+        let mut stalled: Vec<ControllerError> = Vec::new();
         {
             let _w = self.ledger.lock().await;
             let rings = self.ring_states().await?;
-            for (rec, mut stored) in self.live().await? {
+            for live in self.live_each().await? {
+                let (rec, mut stored) = match live {
+                    Ok(found) => found,
+                    Err(e) => {
+                        tracing::error!(error = %tollgate_core::errors::chain(&e), "a promotion is stalled");
+                        stalled.push(e);
+                        continue;
+                    }
+                };
                 let mut extra = Vec::new();
                 if let Some(found) = replans.get(&rec.id) {
                     for (ring, (rc, people, violations)) in found {
@@ -568,13 +587,23 @@ impl Controller {
                     }
                 }
                 let span = tracing::info_span!("promotion", id = rec.id, phase = %rec.phase);
-                if self.step(&rec, stored, &rings, extra, now).instrument(span).await? {
-                    moved += 1;
+                match self.step(&rec, stored, &rings, extra, now).instrument(span).await {
+                    Ok(true) => moved += 1,
+                    Ok(false) => {}
+                    Err(e) if e.stalls_one() => {
+                        tracing::error!(promotion = rec.id, error = %tollgate_core::errors::chain(&e),
+                            "the promotion is stalled: its stored state does not decode");
+                        stalled.push(e);
+                    }
+                    Err(e) => return Err(e),
                 }
             }
         }
         moved += self.auto_rollbacks(now).await?;
-        Ok(moved)
+        match stalled.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(moved),
+        }
     }
 
     /// Plans, outside the write lock, every ring a live change promotion is
@@ -596,7 +625,8 @@ impl Controller {
     > {
         let rings = self.ring_states().await?;
         let mut work = Vec::new();
-        for (rec, stored) in self.live().await? {
+        // An unreadable promotion is left to the reconcile pass, which reports it.
+        for (rec, stored) in self.live_each().await?.into_iter().filter_map(Result::ok) {
             let p = &stored.promotion;
             if p.kind != PromotionKind::Change {
                 continue;
@@ -650,15 +680,7 @@ impl Controller {
     /// Every ring's desired state by ring name. A stored state that does not
     /// decode is an error, never an empty ring.
     pub async fn ring_states(&self) -> Result<BTreeMap<String, Desired>, ControllerError> {
-        let mut out = BTreeMap::new();
-        for (key, v) in self.store.kv_prefix("desired/").await? {
-            let d: Desired = serde_json::from_value(v).map_err(|source| ControllerError::CorruptState {
-                key: key.clone(),
-                source,
-            })?;
-            out.insert(d.ring.clone(), d);
-        }
-        Ok(out)
+        Ok(self.state.rings().await?)
     }
 
     /// Carries out the rollbacks the policy asked for when a gate failed.
@@ -671,21 +693,14 @@ impl Controller {
     async fn auto_rollbacks(&self, now: DateTime<Utc>) -> Result<usize, ControllerError> {
         use super::rollback::{RollbackRequest, RollbackTarget};
         let mut done = 0;
-        for (key, value) in self.store.kv_prefix(keys::AUTO_ROLLBACK).await? {
+        // An unreadable request is an error, not dropped: the ring it names
+        // stays halted and the loop reports it stalled until a person acts.
+        for (key, req) in self.state.auto_rollbacks().await? {
             let drop_request = Transition {
                 kv: vec![(key.clone(), None)],
                 ..Default::default()
             };
-            let Ok(req) = serde_json::from_value::<AutoRollback>(value) else {
-                tracing::warn!(key, "dropping an unreadable automatic rollback request");
-                self.commit_locked(drop_request, vec![], now).await?;
-                continue;
-            };
-            let running = self
-                .store
-                .kv_get(&keys::desired(&req.ring))
-                .await?
-                .and_then(|v| serde_json::from_value::<Desired>(v).ok());
+            let running = self.state.desired(&req.ring).await?;
             for (baseline, digest) in &req.baselines {
                 let doc = running
                     .as_ref()
@@ -736,16 +751,7 @@ impl Controller {
                 reason: "not soaking".into(),
             },
         };
-        let halt =
-            match self.store.kv_get(&keys::halt(rec.id)).await? {
-                None => None,
-                Some(v) => Some(serde_json::from_value::<OperatorRequest>(v).map_err(|source| {
-                    ControllerError::CorruptState {
-                        key: keys::halt(rec.id),
-                        source,
-                    }
-                })?),
-            };
+        let halt = self.state.halt(rec.id).await?;
         let ring_content: Vec<String> = (0..p.rings.len())
             .filter_map(|i| ring_fingerprint(rings, p, i))
             .collect();
@@ -772,15 +778,12 @@ impl Controller {
                 json!({"ring": auto.ring, "baselines": auto.baselines.iter().map(|(b, _)| b).collect::<Vec<_>>(),
                        "reason": auto.reason}),
             ));
-            t.kv.push((
-                format!("{}{}", keys::AUTO_ROLLBACK, rec.id),
-                Some(serde_json::to_value(&auto).expect("requests serialise")),
-            ));
+            t.kv.push(self.state.put_auto_rollback(&auto));
         }
         self.collect(&mut t, &mut events, rec, np, stored.members, fx, now)
             .await?;
         if halt.is_some() {
-            t.kv.push((keys::halt(rec.id), None));
+            t.kv.push(self.state.clear_halt(rec.id));
         }
         self.commit(t, events, now).await?;
         Ok(true)
@@ -807,7 +810,7 @@ impl Controller {
                 } => events.push((self.identity.clone(), action, subject, details)),
                 Effect::Publish { ring, .. } => {
                     let index = p.rings.iter().position(|r| r.name == ring).unwrap_or(0);
-                    let key = keys::desired(&ring);
+                    let key = self.state.keys().desired(&ring);
                     // A desired state written earlier in this same transition wins.
                     let pending = t.kv.iter().rev().find(|(k, _)| *k == key).and_then(|(_, v)| v.clone());
                     let current = match pending {
@@ -818,26 +821,18 @@ impl Controller {
                     // ring: publishing over it would drop its rollback pins.
                     let current = match current {
                         None => Desired::empty(&ring, index, now),
-                        Some(v) => {
-                            serde_json::from_value::<Desired>(v).map_err(|source| ControllerError::CorruptState {
-                                key: key.clone(),
-                                source,
-                            })?
-                        }
+                        Some(v) => crate::state::decode::<Desired>(key.clone(), v)?,
                     };
                     let (next_desired, pin_events) = desired::publish(current, &p, index, now);
                     OutboxMessage::Published {
                         ring: ring.clone(),
                         at: next_desired.published_at,
                     }
-                    .write_to(t);
+                    .write_to(self.state.keys(), t);
                     for (action, details) in pin_events {
                         events.push((self.identity.clone(), action, format!("promotion/{}", p.id), details));
                     }
-                    t.kv.push((
-                        key,
-                        Some(serde_json::to_value(next_desired).expect("desired state serialises")),
-                    ));
+                    t.kv.push(self.state.put_desired(&next_desired));
                 }
             }
         }
@@ -931,7 +926,7 @@ impl Controller {
                 reason: reason.into(),
             };
             let t = Transition {
-                kv: vec![(keys::halt(id), Some(json!(req)))],
+                kv: vec![self.state.put_halt(id, &req)],
                 ..Default::default()
             };
             self.store.commit(t).await?;
@@ -1026,7 +1021,7 @@ impl Controller {
             });
         };
         let _w = self.ledger.lock().await;
-        if !self.store.kv_prefix("desired/").await?.is_empty() {
+        if self.state.any_desired().await? {
             return Err(ControllerError::Plan {
                 revision: sha.to_string(),
                 source: PlanFailure::AlreadyPublished,
@@ -1064,17 +1059,14 @@ impl Controller {
                 promotion: 0,
                 published_at: now,
             };
-            t.kv.push((
-                keys::desired(&ring.name),
-                Some(serde_json::to_value(d).expect("desired state serialises")),
-            ));
+            t.kv.push(self.state.put_desired(&d));
             OutboxMessage::Published {
                 ring: ring.name.clone(),
                 at: now,
             }
-            .write_to(&mut t);
+            .write_to(self.state.keys(), &mut t);
         }
-        t.kv.push((keys::SOURCE_TIP.into(), Some(json!(sha.as_str()))));
+        t.kv.push(self.state.put_tip(&sha));
         let rings: Vec<&str> = config.doc.rings.iter().map(|r| r.name.as_str()).collect();
         let details = json!({"revision": sha, "documents": documents.len(), "rings": rings});
         self.commit(
@@ -1104,13 +1096,7 @@ impl Controller {
     }
 
     pub async fn reviews(&self, id: i64) -> Result<Vec<Review>, ControllerError> {
-        Ok(self
-            .store
-            .reviews(id)
-            .await?
-            .into_iter()
-            .filter_map(|r| serde_json::from_value(r.body).ok())
-            .collect())
+        Ok(self.state.reviews(id).await?)
     }
 
     /// Every live promotion (not complete, halted or superseded), oldest first.
@@ -1118,20 +1104,28 @@ impl Controller {
         Ok(self.live().await?.into_iter().map(|(_, s)| s.promotion).collect())
     }
 
+    /// This source's live promotions, oldest first; one that does not
+    /// decode is an error.
     async fn live(&self) -> Result<Vec<(PromotionRecord, StoredPromotion)>, ControllerError> {
-        let filter = PromotionFilter {
-            phases: ["pending_approval", "approved", "waiting_window", "promoting", "soaking"]
-                .map(String::from)
-                .to_vec(),
-            limit: 1000,
-            ..Default::default()
-        };
-        let mut out = Vec::new();
-        for rec in self.store.promotions(filter).await? {
-            let stored = serde_json::from_value(rec.body.clone())
-                .map_err(|source| ControllerError::Corrupt { id: rec.id, source })?;
-            out.push((rec, stored));
-        }
+        self.live_each().await?.into_iter().collect()
+    }
+
+    /// This source's live promotions, oldest first, each decoded on its own
+    /// so that one unreadable promotion stalls alone.
+    async fn live_each(
+        &self,
+    ) -> Result<Vec<Result<(PromotionRecord, StoredPromotion), ControllerError>>, ControllerError> {
+        let mut out: Vec<_> = self
+            .state
+            .live()
+            .await?
+            .into_iter()
+            .map(|rec| {
+                let stored = serde_json::from_value(rec.body.clone())
+                    .map_err(|source| ControllerError::Corrupt { id: rec.id, source })?;
+                Ok((rec, stored))
+            })
+            .collect();
         out.reverse(); // oldest first
         Ok(out)
     }

@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use crate::controller::service::keys;
+use crate::state::Keys;
 use tollgate_core::catalog::Catalog;
 use tollgate_core::desired::{Desired, Pin};
 use tollgate_core::format::{Baseline, Config, Exception};
@@ -62,6 +62,8 @@ pub enum ResolveError {
     Store(#[from] StoreError),
     #[error("stored desired state {key} is not a desired state: {reason}")]
     CorruptDesired { key: String, reason: serde_json::Error },
+    #[error("stored {key} is unreadable: {reason}")]
+    CorruptState { key: String, reason: serde_json::Error },
     #[error("stored promotion {id} is unreadable: {reason}")]
     CorruptPromotion { id: i64, reason: String },
     #[error("ring {ring:?} holds document {key:?}, which is neither a baseline nor an exception")]
@@ -162,13 +164,14 @@ pub struct Published {
 const SNAPSHOTS_KEPT: usize = 4;
 /// Path hints kept before they are dropped and relearnt.
 const PATH_HINTS_KEPT: usize = 200_000;
-const DESIRED_PREFIX: &str = "desired/";
 
 type StateHash = [u8; 32];
 
 /// Resolves and caches what each ring should run. Shared by every request.
 pub struct DesiredCache {
     mirror: PathBuf,
+    /// The keys of the source whose rings the devices run.
+    keys: Keys,
     catalog: &'static Catalog,
     /// Per ring: the hash of the stored desired state and its rendering.
     rings: Mutex<HashMap<String, (StateHash, Arc<Rendered>)>>,
@@ -203,6 +206,7 @@ impl DesiredCache {
     pub fn new(mirror: PathBuf, catalog: &'static Catalog) -> Self {
         DesiredCache {
             mirror,
+            keys: Keys::default(),
             catalog,
             rings: Mutex::new(HashMap::new()),
             refused: Mutex::new(HashMap::new()),
@@ -228,7 +232,7 @@ impl DesiredCache {
 
     /// The ring's resolved desired state, or None when nothing was published to it.
     pub async fn ring(&self, store: &dyn Store, ring: &str) -> Result<Option<Arc<Rendered>>, ResolveError> {
-        match store.kv_get(&keys::desired(ring)).await? {
+        match store.kv_get(&self.keys.desired(ring)).await? {
             Some(value) => self.rendered(store, ring, value).await.map(Some),
             None => {
                 lock(&self.rings).remove(ring);
@@ -240,11 +244,12 @@ impl DesiredCache {
 
     /// Every published ring, in ring_index order (then by name).
     pub async fn all(&self, store: &dyn Store) -> Result<Vec<Arc<Rendered>>, ResolveError> {
-        let rows = store.kv_prefix(DESIRED_PREFIX).await?;
+        let prefix = self.keys.desired_prefix();
+        let rows = store.kv_prefix(&prefix).await?;
         let mut out = Vec::with_capacity(rows.len());
         let mut names = HashSet::new();
         for (key, value) in rows {
-            let ring = key.strip_prefix(DESIRED_PREFIX).unwrap_or(&key).to_string();
+            let ring = key.strip_prefix(prefix.as_str()).unwrap_or(&key).to_string();
             out.push(self.rendered(store, &ring, value).await?);
             names.insert(ring);
         }
@@ -257,7 +262,7 @@ impl DesiredCache {
     /// The publication facts of every ring, in ring_index order (then by name).
     pub async fn published(&self, store: &dyn Store) -> Result<Vec<Published>, ResolveError> {
         let mut out = Vec::new();
-        for (key, value) in store.kv_prefix(DESIRED_PREFIX).await? {
+        for (key, value) in store.kv_prefix(&self.keys.desired_prefix()).await? {
             let p: Published =
                 serde_json::from_value(value).map_err(|reason| ResolveError::CorruptDesired { key, reason })?;
             out.push(p);
@@ -301,12 +306,11 @@ impl DesiredCache {
         if let Some(p) = best {
             return Ok(p.base_revision);
         }
-        Ok(store
-            .kv_get(keys::SOURCE_TIP)
-            .await?
-            .as_ref()
-            .and_then(Value::as_str)
-            .map(CommitSha::new))
+        let key = self.keys.tip();
+        match store.kv_get(&key).await? {
+            None => Ok(None),
+            Some(v) => serde_json::from_value(v).map_err(|reason| ResolveError::CorruptState { key, reason }),
+        }
     }
 
     /// What an earlier resolution of the same stored state gave, if any.
@@ -330,7 +334,7 @@ impl DesiredCache {
             return hit;
         }
         let desired: Desired = serde_json::from_value(value).map_err(|reason| ResolveError::CorruptDesired {
-            key: keys::desired(ring),
+            key: self.keys.desired(ring),
             reason,
         })?;
         let known: Vec<Arc<Rendered>> = lock(&self.rings).values().map(|(_, r)| r.clone()).collect();
@@ -914,6 +918,7 @@ spec:
         let t = Transition {
             promotions: vec![PromotionWrite::Insert {
                 id: Some(id),
+                source: tollgate_store::DEFAULT_SOURCE.into(),
                 revision: rev.to_string(),
                 kind: "change".into(),
                 phase: "complete".into(),
@@ -944,7 +949,7 @@ spec:
 
     async fn publish(store: &dyn Store, d: &Desired) {
         let t = Transition {
-            kv: vec![(keys::desired(&d.ring), Some(serde_json::to_value(d).unwrap()))],
+            kv: vec![(Keys::default().desired(&d.ring), Some(serde_json::to_value(d).unwrap()))],
             ..Default::default()
         };
         store.commit(t).await.unwrap();
@@ -1290,7 +1295,7 @@ spec:
 
         // Before anything is published: the source tip.
         let t = Transition {
-            kv: vec![(keys::SOURCE_TIP.into(), Some(json!(revs[1].as_str())))],
+            kv: vec![(Keys::default().tip(), Some(json!(revs[1].as_str())))],
             ..Default::default()
         };
         store.commit(t).await.unwrap();

@@ -42,14 +42,7 @@ use tollgate_store::{JsonText, Store, StoreError, Transition};
 /// Devices whose changes go into one store transition during a sweep.
 const SWEEP_CHUNK: usize = 2000;
 
-pub mod keys {
-    pub const DEVICE: &str = "device/";
-    pub const CHECKIN: &str = "checkin/";
-    pub const FINDING: &str = "finding/";
-    pub const GATE: &str = "fleet/gate/";
-    pub const EXPIRED: &str = "fleet/expired/";
-    pub const REMEDIATION: &str = "remediation/";
-}
+use crate::state::fleet as keys;
 
 /// The fleet index shared with the controller (as its [`RingHealth`]).
 pub struct SharedFleet {
@@ -130,6 +123,8 @@ pub enum DevicesError {
     Join(String),
     #[error("resolving the desired state: {0}")]
     Resolve(String),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }
 
 /// A remediation item as stored and served.
@@ -201,7 +196,15 @@ impl Devices {
             .into_iter()
             .filter_map(|(k, v)| {
                 let id = k.strip_prefix(keys::FINDING)?.to_string();
-                serde_json::from_value(v).ok().map(|f| (id, f))
+                // Findings are derived from the device's report again when it
+                // next reports; an unreadable one is skipped, loudly.
+                match serde_json::from_value(v) {
+                    Ok(f) => Some((id, f)),
+                    Err(why) => {
+                        tracing::warn!(key = k, %why, "skipping unreadable stored findings until the device reports");
+                        None
+                    }
+                }
             })
             .collect();
         let rows = store.kv_prefix_text(keys::DEVICE).await?;
@@ -211,7 +214,13 @@ impl Devices {
             .into_iter()
             .filter_map(|(k, v)| {
                 let id = k.strip_prefix(keys::CHECKIN)?.to_string();
-                serde_json::from_value(v).ok().map(|at| (id, at))
+                match serde_json::from_value(v) {
+                    Ok(at) => Some((id, at)),
+                    Err(why) => {
+                        tracing::warn!(key = k, %why, "skipping an unreadable stored check-in time");
+                        None
+                    }
+                }
             })
             .collect();
         let gates = store.kv_prefix(keys::GATE).await?;
@@ -238,13 +247,14 @@ impl Devices {
             fleet.restore(&report, findings.get(id).map(Vec::as_slice).unwrap_or(&[]));
             loaded += 1;
         }
+        // A gate reference is what a ring's gate compares against: an
+        // unreadable one is an error, never a gate without its reference.
         for (key, value) in gates {
-            if let (Some(ring), Ok(b)) = (
-                key.strip_prefix(keys::GATE),
-                serde_json::from_value::<GateBaseline>(value),
-            ) {
-                fleet.set_gate_baseline(ring, b);
-            }
+            let Some(ring) = key.strip_prefix(keys::GATE).map(str::to_string) else {
+                continue;
+            };
+            let b: GateBaseline = crate::state::decode(key, value)?;
+            fleet.set_gate_baseline(&ring, b);
         }
         Ok(loaded)
     }
@@ -471,12 +481,14 @@ impl Devices {
     async fn remediate(&self, now: DateTime<Utc>) -> Result<(usize, usize), DevicesError> {
         let store = self.store().clone();
         let overdue = self.shared.read().overdue(now);
+        // An unreadable item is an error: read as absent it would be opened
+        // again with a new deadline.
         let stored: BTreeMap<String, Remediation> = store
             .kv_prefix(keys::REMEDIATION)
             .await?
             .into_iter()
-            .filter_map(|(k, v)| Some((k, serde_json::from_value(v).ok()?)))
-            .collect();
+            .map(|(k, v)| Ok((k.clone(), crate::state::decode(k, v)?)))
+            .collect::<Result<_, crate::state::StateError>>()?;
         let deadlines = self.shared.read().options().remediation_secs;
         let mut t = Transition::default();
         let mut events = Vec::new();
@@ -541,8 +553,8 @@ impl Devices {
             .kv_prefix(keys::REMEDIATION)
             .await?
             .into_iter()
-            .filter_map(|(_, v)| serde_json::from_value(v).ok())
-            .collect();
+            .map(|(k, v)| crate::state::decode(k, v))
+            .collect::<Result<_, _>>()?;
         items.sort_by(|a, b| a.opened_at.cmp(&b.opened_at).then_with(|| a.item.id.cmp(&b.item.id)));
         Ok(items)
     }

@@ -107,6 +107,26 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The names of the phases a promotion still moves out of, as
+    /// [`Phase::name`] spells them (what stored promotions are filtered by).
+    pub const LIVE_NAMES: [&'static str; 5] =
+        ["pending_approval", "approved", "waiting_window", "promoting", "soaking"];
+
+    /// Every phase's name, live ones first.
+    pub const NAMES: [&'static str; 8] = [
+        "pending_approval",
+        "approved",
+        "waiting_window",
+        "promoting",
+        "soaking",
+        "complete",
+        "halted",
+        "superseded",
+    ];
+
+    /// The name of a completed promotion.
+    pub const COMPLETE_NAME: &'static str = "complete";
+
     pub fn name(&self) -> &'static str {
         match self {
             Phase::PendingApproval { .. } => "pending_approval",
@@ -575,6 +595,47 @@ fn gate_verdict(p: &Promotion, ring: usize, reading: &GateReading) -> GateVerdic
             } else {
                 GateVerdict::Passed
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod phase_names {
+    use super::*;
+
+    #[test]
+    fn the_named_phase_sets_are_spelled_as_name_spells_them() {
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let every = [
+            Phase::PendingApproval { ring: 0 },
+            Phase::Approved { ring: 0 },
+            Phase::WaitingWindow {
+                ring: 0,
+                reason: String::new(),
+                until: None,
+            },
+            Phase::Promoting { ring: 0 },
+            Phase::Soaking {
+                ring: 0,
+                since: at,
+                until: at,
+            },
+            Phase::Complete,
+            Phase::Halted {
+                ring: 0,
+                reason: String::new(),
+            },
+            Phase::Superseded {
+                by: CommitSha::new("0".repeat(40)),
+            },
+        ];
+        let live: Vec<&str> = every.iter().filter(|p| !p.is_terminal()).map(Phase::name).collect();
+        assert_eq!(live, Phase::LIVE_NAMES);
+        assert_eq!(every.iter().map(Phase::name).collect::<Vec<_>>(), Phase::NAMES);
+        assert_eq!(Phase::Complete.name(), Phase::COMPLETE_NAME);
+        // The stored name is the serde tag, so a filter by name finds what was stored.
+        for p in &every {
+            assert_eq!(serde_json::to_value(p).unwrap()["phase"], p.name(), "{p:?}");
         }
     }
 }
