@@ -14,7 +14,6 @@ use tollgate::controller::desired::Desired;
 use tollgate::controller::{Controller, ControllerError, RingHealth};
 use tollgate::ids::CommitSha;
 use tollgate::promotion::{GateReading, Phase, ReviewState};
-use tollgate::state::Keys;
 use tollgate::store;
 
 const CONFIG: &str = r#"apiVersion: tollgate.dev/v1alpha1
@@ -123,7 +122,7 @@ fn commit(repo: &Path, author: &str, committer: &str, files: &[(&str, Option<&st
 }
 
 async fn desired(c: &Controller, ring: &str) -> Desired {
-    serde_json::from_value(c.store().kv_get(&Keys::default().desired(ring)).await.unwrap().unwrap()).unwrap()
+    c.state().desired(ring).await.unwrap().unwrap()
 }
 
 async fn phase(c: &Controller, id: i64) -> Phase {

@@ -533,7 +533,7 @@ impl Controller {
         let mut moved = 0;
         // Promotions whose stored state does not decode: each stalls alone,
         // and the pass reports the first once every other one has moved.
-        let mut stalled: Vec<ControllerError> = Vec::new();
+        let mut stalled: Option<ControllerError> = None;
         {
             let _w = self.ledger.lock().await;
             let rings = self.ring_states().await?;
@@ -542,7 +542,7 @@ impl Controller {
                     Ok(found) => found,
                     Err(e) => {
                         tracing::error!(error = %tollgate_core::errors::chain(&e), "a promotion is stalled");
-                        stalled.push(e);
+                        stalled.get_or_insert(e);
                         continue;
                     }
                 };
@@ -593,14 +593,14 @@ impl Controller {
                     Err(e) if e.stalls_one() => {
                         tracing::error!(promotion = rec.id, error = %tollgate_core::errors::chain(&e),
                             "the promotion is stalled: its stored state does not decode");
-                        stalled.push(e);
+                        stalled.get_or_insert(e);
                     }
                     Err(e) => return Err(e),
                 }
             }
         }
         moved += self.auto_rollbacks(now).await?;
-        match stalled.into_iter().next() {
+        match stalled {
             Some(e) => Err(e),
             None => Ok(moved),
         }
